@@ -1,0 +1,51 @@
+"""napari-phoenix: find ink in X-ray scans of the Herculaneum scrolls, inside napari.
+
+The public API is imported lazily so that ``import napari_phoenix`` (which napari
+does at start-up through the plugin manifest) stays fast and pulls in neither
+dask nor torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from ._version import __version__
+
+# public name -> module that defines it
+_API = {
+    "open_stack": "napari_phoenix.core.stack",
+    "LayerStack": "napari_phoenix.core.stack",
+    "open_segment": "napari_phoenix.core.segment",
+    "Segment": "napari_phoenix.core.segment",
+    "read_mask": "napari_phoenix.core.masks",
+    "write_mask": "napari_phoenix.core.masks",
+    "make_phantom": "napari_phoenix.core.phantom",
+    "PhantomParams": "napari_phoenix.core.phantom",
+    "PhoenixError": "napari_phoenix.core.errors",
+    "LayerStackError": "napari_phoenix.core.errors",
+    "MaskError": "napari_phoenix.core.errors",
+}
+
+__all__ = ["__version__", *_API]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .core.errors import LayerStackError, MaskError, PhoenixError
+    from .core.masks import read_mask, write_mask
+    from .core.phantom import PhantomParams, make_phantom
+    from .core.segment import Segment, open_segment
+    from .core.stack import LayerStack, open_stack
+
+
+def __getattr__(name: str):
+    try:
+        module = _API[name]
+    except KeyError:
+        raise AttributeError(f"module 'napari_phoenix' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,344 @@
+"""Open a scroll segment's layer stack lazily as a dask array ``(Z, Y, X)``.
+
+Accepted inputs (see :func:`open_stack`): a segment folder holding ``layers/``,
+a ``layers/`` folder of ``NN.tif/.tiff/.png/.jpg`` files, a multi-page TIFF,
+and a zarr / OME-Zarr array or group. Layer numbers are kept: ``stack.layers(5, 20)``
+means the files ``05`` … ``20``, whatever the first file is.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import LayerStackError
+from .sources import IMAGE_SUFFIXES, TIFF_SUFFIXES, ImageFileSource, LayerSource, layer_source, tiff_sources
+
+if TYPE_CHECKING:
+    import dask.array as da
+
+LAYER_NAME = re.compile(r"^(\d+)\.(tif|tiff|png|jpg|jpeg)$", re.IGNORECASE)
+#: default dask chunk (rows, columns) of a layer: a few viewer tiles
+DEFAULT_CHUNKS = (1024, 1024)
+#: multiscale levels are added until the largest side is at most this
+MIN_LEVEL_SIDE = 2048
+
+
+@dataclass(frozen=True)
+class LayerStack:
+    """A lazily read layer stack.
+
+    Attributes
+    ----------
+    data : dask.array.Array
+        The full-resolution stack ``(Z, Y, X)``; nothing is read until computed.
+    layer_numbers : tuple of int
+        The layer number of each index along Z (file ``07.tif`` is layer 7).
+    paths : tuple of Path
+        The file each layer comes from (the container for TIFF / zarr stacks).
+    source : Path
+        What was opened.
+    kind : str
+        ``"layers"``, ``"tiff"`` or ``"zarr"``.
+    levels : tuple of dask.array.Array
+        Multiscale pyramid, ``levels[0] is data``; coarser levels are strided
+        views (every 2nd, 4th, … pixel) read without touching skipped rows.
+    """
+
+    data: da.Array
+    layer_numbers: tuple[int, ...]
+    paths: tuple[Path, ...]
+    source: Path
+    kind: str
+    levels: tuple[da.Array, ...]
+    sources: tuple[LayerSource, ...] = field(default=(), repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from the layer files so far (TIFF / image sources)."""
+        return sum(s.bytes_read for s in self.sources)
+
+    def index_of(self, number: int) -> int:
+        """Z index of layer ``number``."""
+        try:
+            return self.layer_numbers.index(number)
+        except ValueError:
+            raise LayerStackError(
+                f"layer {number} is not in this stack (layers {self.layer_numbers[0]}"
+                f"–{self.layer_numbers[-1]})"
+            ) from None
+
+    def layers(self, first: int, last: int) -> da.Array:
+        """The layers numbered ``first`` … ``last`` (inclusive), as a dask array."""
+        i0, i1 = self.index_of(first), self.index_of(last)
+        if i1 < i0:
+            raise LayerStackError(f"layer range {first}–{last} is empty")
+        return self.data[i0 : i1 + 1]
+
+    def contrast_limits(self) -> tuple[float, float]:
+        """Display range: the dtype's for 8 bit, a cheap sampled percentile range otherwise."""
+        if self.dtype == np.uint8:
+            return 0.0, 255.0
+        sample = self._sample()
+        sample = sample[sample > 0]
+        if sample.size == 0:
+            info = np.iinfo(self.dtype) if self.dtype.kind in "ui" else None
+            return (0.0, float(info.max)) if info else (0.0, 1.0)
+        lo, hi = np.percentile(sample, [0.5, 99.5])
+        return float(lo), float(max(hi, lo + 1))
+
+    def _sample(self, pixels: int = 256) -> np.ndarray:
+        """About ``pixels`` x ``pixels`` values of the middle layer, read strided."""
+        z, h, w = self.shape
+        step = max(1, math.ceil(max(h, w) / pixels))
+        if self.sources:
+            return self.sources[z // 2].read(slice(0, h, step), slice(0, w, step))
+        return np.asarray(self.levels[-1][z // 2, :: max(1, step // 2 ** (len(self.levels) - 1))])
+
+    def metadata(self) -> dict:
+        """Provenance of the stack, for ``layer.metadata`` and result files."""
+        return {
+            "source": str(self.source),
+            "kind": self.kind,
+            "layer_numbers": list(self.layer_numbers),
+            "paths": [str(p) for p in self.paths],
+            "shape": list(self.shape),
+            "dtype": str(self.dtype),
+        }
+
+
+class _StridedLayer:
+    """Array-like over one source at one pyramid level, for ``da.from_array``."""
+
+    def __init__(self, source: LayerSource, step: int):
+        self.source = source
+        self.step = step
+        h, w = source.shape
+        self.shape = (math.ceil(h / step), math.ceil(w / step))
+        self.dtype = source.dtype.newbyteorder("=")
+        self.ndim = 2
+
+    def __getitem__(self, key):
+        ys, xs = key
+        s = self.step
+        y0, y1, _ = ys.indices(self.shape[0])
+        x0, x1, _ = xs.indices(self.shape[1])
+        return self.source.read(slice(y0 * s, y1 * s, s), slice(x0 * s, x1 * s, s))
+
+
+def _level_count(shape: tuple[int, int]) -> int:
+    levels = 1
+    while max(shape) / 2 ** (levels - 1) > MIN_LEVEL_SIDE:
+        levels += 1
+    return levels
+
+
+def _stack_from_sources(
+    sources: list[LayerSource], chunks: tuple[int, int]
+) -> tuple[da.Array, ...]:
+    import dask.array as da
+    from dask.base import tokenize
+
+    shape = sources[0].shape
+    levels = []
+    for level in range(_level_count(shape)):
+        step = 2**level
+        planes = []
+        for src in sources:
+            arr = _StridedLayer(src, step)
+            layer_chunks = arr.shape if isinstance(src, ImageFileSource) else chunks
+            planes.append(
+                da.from_array(
+                    arr,
+                    chunks=layer_chunks,
+                    name="phoenix-layer-" + tokenize(src.token(), step, layer_chunks),
+                    meta=np.empty((0, 0), dtype=arr.dtype),
+                    asarray=False,
+                    fancy=False,
+                    lock=False,
+                    inline_array=True,
+                )
+            )
+        levels.append(da.stack(planes))
+    return tuple(levels)
+
+
+def _check_same(sources: list[LayerSource], names: list[str]) -> None:
+    shape, dtype = sources[0].shape, sources[0].dtype.newbyteorder("=")
+    for src, name in zip(sources, names, strict=True):
+        if src.shape != shape:
+            h, w = src.shape
+            raise LayerStackError(
+                f"layer {name} is {w:,} x {h:,} px (width x height), "
+                f"but layer {names[0]} is {shape[1]:,} x {shape[0]:,}; all layers must have one size"
+            )
+        if src.dtype.newbyteorder("=") != dtype:
+            raise LayerStackError(
+                f"layer {name} is {src.dtype.name}, but layer {names[0]} is {dtype.name}; "
+                "all layers must have one bit depth"
+            )
+
+
+def find_layer_files(folder: Path) -> list[tuple[int, Path]]:
+    """The numbered layer files of a folder, sorted by number, checked for gaps."""
+    found: dict[int, Path] = {}
+    for path in folder.iterdir():
+        m = LAYER_NAME.match(path.name)
+        if not m or not path.is_file():
+            continue
+        number = int(m.group(1))
+        if number in found:
+            raise LayerStackError(
+                f"{folder}: layer {number} is there twice ({found[number].name} and {path.name}); "
+                "remove one of them"
+            )
+        found[number] = path
+    if not found:
+        others = sorted(p.name for p in folder.iterdir())[:5]
+        hint = f" (it holds {', '.join(others)}…)" if others else " (it is empty)"
+        raise LayerStackError(
+            f"{folder}: no layer files named like 00.tif, 07.png or 12.jpg{hint}"
+        )
+    numbers = sorted(found)
+    missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
+    if missing:
+        shown = ", ".join(str(n) for n in missing[:10])
+        raise LayerStackError(
+            f"{folder}: layers {numbers[0]}–{numbers[-1]} have gaps: missing {shown}"
+            f"{' …' if len(missing) > 10 else ''}"
+        )
+    return [(n, found[n]) for n in numbers]
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.is_dir() and any((path / f).exists() for f in (".zarray", ".zgroup", "zarr.json"))
+
+
+def open_stack(path: str | Path, *, chunks: tuple[int, int] = DEFAULT_CHUNKS) -> LayerStack:
+    """Open a layer stack lazily.
+
+    Parameters
+    ----------
+    path : str or Path
+        A segment folder (with ``layers/``), a folder of layer files
+        (``NN.tif/.tiff/.png/.jpg``, zero-padded or not, 8 or 16 bit), a
+        multi-page TIFF, or a zarr / OME-Zarr array or group.
+    chunks : tuple of int
+        Dask chunk ``(rows, columns)`` per layer for TIFF layers; PNG / JPEG
+        layers are always one chunk, zarr keeps its own chunks.
+
+    Returns
+    -------
+    LayerStack
+        ``.data`` is the dask array ``(Z, Y, X)``; nothing is read until computed.
+
+    Raises
+    ------
+    LayerStackError
+        With the file and the problem: layers of different sizes or bit
+        depths, gaps in the numbering, unreadable or truncated files, empty
+        folders.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise LayerStackError(f"{path}: no such file or folder")
+    if _is_zarr(path):
+        return _open_zarr(path)
+    if path.is_dir():
+        folder = path / "layers" if (path / "layers").is_dir() else path
+        files = find_layer_files(folder)
+        sources = [layer_source(p) for _, p in files]
+        _check_same(sources, [p.name for _, p in files])
+        levels = _stack_from_sources(sources, chunks)
+        return LayerStack(
+            data=levels[0],
+            layer_numbers=tuple(n for n, _ in files),
+            paths=tuple(p for _, p in files),
+            source=path,
+            kind="layers",
+            levels=levels,
+            sources=tuple(sources),
+        )
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        sources = tiff_sources(path)
+        _check_same(sources, [f"page {i}" for i in range(len(sources))])
+        levels = _stack_from_sources(sources, chunks)
+        return LayerStack(
+            data=levels[0],
+            layer_numbers=tuple(range(len(sources))),
+            paths=(path,) * len(sources),
+            source=path,
+            kind="tiff",
+            levels=levels,
+            sources=tuple(sources),
+        )
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        source = layer_source(path)
+        levels = _stack_from_sources([source], chunks)
+        return LayerStack(levels[0], (0,), (path,), path, "layers", levels, (source,))
+    raise LayerStackError(
+        f"{path}: not a layer stack; open a segment folder, a layers/ folder, a TIFF or a zarr"
+    )
+
+
+def _as_zyx(arr, name: str):
+    import dask.array as da
+
+    data = da.from_zarr(arr) if not isinstance(arr, da.Array) else arr
+    while data.ndim > 3 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim == 2:
+        data = data[None]
+    if data.ndim != 3:
+        raise LayerStackError(f"{name}: array of shape {tuple(arr.shape)} is not (Z, Y, X)")
+    if data.dtype.kind not in "uif":
+        raise LayerStackError(f"{name}: {data.dtype} values are not an image")
+    return data
+
+
+def _open_zarr(path: Path) -> LayerStack:
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as err:
+        raise LayerStackError(f"{path}: not a readable zarr ({err})") from err
+    attrs = dict(node.attrs)
+    if isinstance(node, zarr.Array):
+        arrays = [node]
+    else:
+        ome = attrs.get("ome", attrs)
+        multiscales = ome.get("multiscales")
+        if multiscales:
+            keys = [d["path"] for d in multiscales[0]["datasets"]]
+        else:
+            keys = sorted(
+                (k for k, v in node.arrays()), key=lambda k: -int(np.prod(node[k].shape))
+            )
+        if not keys:
+            raise LayerStackError(f"{path}: the zarr group holds no arrays")
+        if not multiscales and not all(k.isdigit() for k in keys) and len(keys) > 1:
+            raise LayerStackError(
+                f"{path}: the zarr group holds several arrays ({', '.join(keys[:5])}) and no "
+                f"multiscales metadata; open one of them (e.g. {path}/{keys[0]})"
+            )
+        arrays = [node[k] for k in keys]
+    levels = tuple(_as_zyx(a, str(path)) for a in arrays)
+    z = levels[0].shape[0]
+    numbers = tuple(attrs.get("layer_numbers", range(z)))
+    if len(numbers) != z:
+        raise LayerStackError(f"{path}: layer_numbers has {len(numbers)} entries for {z} layers")
+    return LayerStack(levels[0], numbers, (path,) * z, path, "zarr", levels)
