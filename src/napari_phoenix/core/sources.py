@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LayerStackError
+from .imaging import large_images_allowed
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -196,7 +197,7 @@ class ImageFileSource(LayerSource):
         from PIL import Image
 
         try:
-            with _large_images_allowed():
+            with large_images_allowed():
                 im = Image.open(self.path)
             with im:
                 full = _pil_gray(im, self.path)
@@ -229,7 +230,7 @@ def _pil_gray(im, path: Path) -> np.ndarray:
 def _pil_header(path: Path) -> tuple[tuple[int, int], np.dtype]:
     from PIL import Image
 
-    with _large_images_allowed():
+    with large_images_allowed():
         try:
             with Image.open(path) as im:
                 mode, (w, h) = im.mode, im.size
@@ -242,26 +243,6 @@ def _pil_header(path: Path) -> tuple[tuple[int, int], np.dtype]:
     else:
         raise LayerStackError(f"{path.name}: is a {mode} image; layers must be 8- or 16-bit grayscale")
     return (h, w), dtype
-
-
-_PIL_LOCK = threading.Lock()
-
-
-class _large_images_allowed:
-    """Lift Pillow's decompression-bomb limit for our own scroll images only."""
-
-    def __enter__(self):
-        from PIL import Image
-
-        _PIL_LOCK.acquire()
-        self._old = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-
-    def __exit__(self, *exc):
-        from PIL import Image
-
-        Image.MAX_IMAGE_PIXELS = self._old
-        _PIL_LOCK.release()
 
 
 def tiff_sources(path: Path) -> list[LayerSource]:

@@ -1,0 +1,116 @@
+"""The ``phoenix`` command line: ``phoenix demo``, ``phoenix phantom``, ``phoenix info``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and not os.environ.get("CI")
+
+
+def _drain(events, desc: str) -> list:
+    """Show a job's progress events as a progress bar; return their results."""
+    from tqdm import tqdm
+
+    results = []
+    with tqdm(desc=desc, unit="step", disable=None) as bar:
+        for ev in events:
+            bar.total = ev.total
+            bar.n = ev.done
+            bar.set_postfix_str(ev.message, refresh=True)
+            results.append(ev.result)
+    return results
+
+
+def cmd_demo(args) -> int:
+    from .core.preview import iter_previews
+    from .core.sample import sample_segment
+    from .core.segment import open_segment
+
+    out = Path(args.out).resolve()
+    seg_dir = sample_segment(args.dtype, folder=out / f"sample-segment-{args.dtype}")
+    segment = open_segment(seg_dir)
+    z, h, w = segment.stack.shape
+    print(f"sample segment: {seg_dir} ({z} layers of {w} x {h} px, {segment.stack.dtype})")
+    written = _drain(iter_previews(segment, out / "previews"), "previews")
+    print(f"wrote {len(written)} images of the layers and masks to {out / 'previews'}")
+    if args.viewer == "yes" or (args.viewer == "auto" and _has_display()):
+        import napari
+
+        viewer = napari.Viewer(title="napari-phoenix demo")
+        viewer.open(str(seg_dir), plugin="napari-phoenix")
+        napari.run()
+    else:
+        print("no display: not opening napari (use --viewer yes to force it)")
+    return 0
+
+
+def cmd_phantom(args) -> int:
+    from .core.phantom import make_phantom
+
+    dest = make_phantom(
+        args.dest, height=args.height, width=args.width, dtype=args.dtype, seed=args.seed, layers=args.layers
+    )
+    print(f"wrote phantom segment to {dest}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .core.segment import is_segment, open_segment
+    from .core.stack import open_stack
+
+    if is_segment(args.path):
+        seg = open_segment(args.path)
+        stack, files = seg.stack, seg.files
+    else:
+        stack, files = open_stack(args.path), {}
+    z, h, w = stack.shape
+    print(f"{stack.source}: {stack.kind}, {z} layers ({stack.layer_numbers[0]}–{stack.layer_numbers[-1]}), "
+          f"{w:,} x {h:,} px, {stack.dtype}, {len(stack.levels)} resolution level(s)")
+    for role, path in files.items():
+        print(f"  {role}: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="phoenix", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="make the sample segment, write previews, open napari if there is a display")
+    demo.add_argument("--out", default="phoenix-demo", help="output folder (default: ./phoenix-demo)")
+    demo.add_argument("--dtype", choices=["uint8", "uint16"], default="uint8")
+    demo.add_argument("--viewer", choices=["auto", "yes", "no"], default="auto")
+    demo.set_defaults(func=cmd_demo)
+
+    ph = sub.add_parser("phantom", help="write a synthetic scroll segment in the real layout")
+    ph.add_argument("dest")
+    ph.add_argument("--height", type=int, default=1024)
+    ph.add_argument("--width", type=int, default=1536)
+    ph.add_argument("--layers", type=int, default=21)
+    ph.add_argument("--dtype", choices=["uint8", "uint16"], default="uint8")
+    ph.add_argument("--seed", type=int, default=0)
+    ph.set_defaults(func=cmd_phantom)
+
+    info = sub.add_parser("info", help="describe a segment, layers folder, TIFF or zarr")
+    info.add_argument("path")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .core.errors import PhoenixError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PhoenixError as err:
+        print(f"phoenix: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
