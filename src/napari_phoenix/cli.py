@@ -41,8 +41,9 @@ def cmd_demo(args) -> int:
     if args.viewer == "yes" or (args.viewer == "auto" and _has_display()):
         import napari
 
-        viewer = napari.Viewer(title="napari-phoenix demo")
-        viewer.open(str(seg_dir), plugin="napari-phoenix")
+        from ._napari.viewer import show_segment
+
+        show_segment(seg_dir)
         napari.run()
     else:
         print("no display: not opening napari (use --viewer yes to force it)")

@@ -123,3 +123,24 @@ def test_screenshot_of_the_canvas_is_not_blank(make_napari_viewer, segment):
     # the ink label is drawn in red somewhere
     red = (rgb[..., 0] > 150) & (rgb[..., 1] < 120) & (rgb[..., 2] < 120)
     assert red.any()
+
+
+def test_show_segment_opens_it_at_the_middle_layer(make_napari_viewer, segment):
+    from napari_phoenix._napari.viewer import show_segment
+
+    root = segment[0]
+    viewer = make_napari_viewer()
+    assert show_segment(root, viewer) is viewer
+    assert len(viewer.layers) == 4
+    assert viewer.dims.point[0] == 6  # layers 3..8, middle is the 4th
+
+
+def test_scripted_session_example_runs(tmp_path, monkeypatch):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "scripted_session.py"
+    monkeypatch.setattr(sys, "argv", [str(example), "--out", str(tmp_path), "--headless"])
+    runpy.run_path(str(example), run_name="__main__")
+    assert len(list((tmp_path / "segment" / ".history").glob("label-*.png"))) == 1
