@@ -58,6 +58,35 @@ def test_large_stack_opens_multiscale_and_lazy(make_napari_viewer, write_stack, 
     assert 0 <= lo < hi <= 65535
 
 
+def test_viewer_reads_only_what_it_shows(make_napari_viewer, write_stack, monkeypatch, qtbot):
+    from napari_phoenix.core.sources import RawTiffSource
+
+    monkeypatch.setattr(stack_mod, "MIN_LEVEL_SIDE", 256)
+    layers, _ = write_stack(n=3, shape=(2400, 3200), dtype=np.uint16)
+    pixels = []
+    original = RawTiffSource.read
+
+    def counting(self, ys, xs):
+        out = original(self, ys, xs)
+        pixels.append(out.size)
+        return out
+
+    monkeypatch.setattr(RawTiffSource, "read", counting)
+    viewer = make_napari_viewer(show=True)
+    (layer,) = viewer.open(str(layers), plugin="napari-phoenix")
+    viewer.reset_view()
+    viewer.screenshot(canvas_only=True, flash=False)
+    assert pixels, "nothing was read"
+    # zoomed out: napari shows a coarse level; zoomed in far from the corner it
+    # first showed (and cached): a window of level 0
+    viewer.camera.center = (0, 1900, 2600)
+    viewer.camera.zoom = 8
+    pixels.clear()
+    viewer.screenshot(canvas_only=True, flash=False)  # draws, which re-slices for the view
+    qtbot.waitUntil(lambda: layer.data_level == 0 and bool(pixels), timeout=5000)
+    assert 0 < sum(pixels) < 2400 * 3200 / 4  # a window, not the layer
+
+
 def test_label_shape_mismatch_is_a_clear_error(segment, write_png):
     root = segment[0]
     write_png("segment/label.png", np.zeros((64, 90), np.uint8))

@@ -82,11 +82,51 @@ class LayerStack:
             ) from None
 
     def layers(self, first: int, last: int) -> da.Array:
-        """The layers numbered ``first`` … ``last`` (inclusive), as a dask array."""
+        """The layers numbered ``first`` … ``last`` (inclusive), as a dask array.
+
+        Slicing the result again reads whole dask chunks; to read a window of
+        pixels exactly use :meth:`read`, or slice :attr:`data` once
+        (``stack.data[5:21, y0:y1, x0:x1]``), which dask fuses into the read.
+        """
         i0, i1 = self.index_of(first), self.index_of(last)
         if i1 < i0:
             raise LayerStackError(f"layer range {first}–{last} is empty")
         return self.data[i0 : i1 + 1]
+
+    def read(
+        self, first: int, last: int, rows: slice, cols: slice, workers: int | None = None
+    ) -> np.ndarray:
+        """Read a window of layers ``first`` … ``last`` (inclusive) into memory.
+
+        Only the window's pixels are read (for uncompressed TIFF layers, byte for
+        byte), several layers at a time: reads are I/O bound, so ``workers``
+        threads (default: one per layer, at most 16) keep the disk busy.
+
+        Parameters
+        ----------
+        first, last : int
+            Layer numbers (file numbers), inclusive.
+        rows, cols : slice
+            The window, in pixels of the full-resolution stack.
+        workers : int, optional
+            Threads reading layers in parallel.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(last - first + 1, rows, cols)``.
+        """
+        i0, i1 = self.index_of(first), self.index_of(last)
+        if i1 < i0:
+            raise LayerStackError(f"layer range {first}–{last} is empty")
+        if not self.sources:
+            return np.asarray(self.data[i0 : i1 + 1, rows, cols])
+        from concurrent.futures import ThreadPoolExecutor
+
+        picked = self.sources[i0 : i1 + 1]
+        with ThreadPoolExecutor(max_workers=workers or min(16, len(picked))) as pool:
+            planes = list(pool.map(lambda src: src.read(rows, cols), picked))
+        return np.stack(planes)
 
     def contrast_limits(self) -> tuple[float, float]:
         """Display range: the dtype's for 8 bit, a cheap sampled percentile range otherwise."""
@@ -120,23 +160,46 @@ class LayerStack:
         }
 
 
-class _StridedLayer:
-    """Array-like over one source at one pyramid level, for ``da.from_array``."""
+class _StridedStack:
+    """Array-like ``(Z, Y, X)`` over the layer sources at one pyramid level.
 
-    def __init__(self, source: LayerSource, step: int):
-        self.source = source
+    One 3-D array-like (rather than a ``da.stack`` of 2-D ones) lets dask fuse
+    a slice of the stack into the read itself, so a window reads only its own
+    pixels, not the whole chunks around it.
+    """
+
+    def __init__(self, sources: list[LayerSource], step: int):
+        self.sources = sources
         self.step = step
-        h, w = source.shape
-        self.shape = (math.ceil(h / step), math.ceil(w / step))
-        self.dtype = source.dtype.newbyteorder("=")
-        self.ndim = 2
+        h, w = sources[0].shape
+        self.shape = (len(sources), math.ceil(h / step), math.ceil(w / step))
+        self.dtype = sources[0].dtype.newbyteorder("=")
+        self.ndim = 3
 
     def __getitem__(self, key):
-        ys, xs = key
+        if not isinstance(key, tuple):
+            key = (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        zs, ys, xs = key
+        if not all(isinstance(k, slice) for k in (ys, xs)):
+            raise IndexError("a layer stack window takes slices along y and x")
+        if isinstance(zs, slice):
+            zlist, squeeze = list(range(*zs.indices(self.shape[0]))), False
+        elif np.ndim(zs) == 0:
+            zlist, squeeze = [int(zs)], True
+        else:
+            zlist, squeeze = [int(z) for z in np.asarray(zs).ravel()], False
         s = self.step
-        y0, y1, _ = ys.indices(self.shape[0])
-        x0, x1, _ = xs.indices(self.shape[1])
-        return self.source.read(slice(y0 * s, y1 * s, s), slice(x0 * s, x1 * s, s))
+        y0, y1, ystep = ys.indices(self.shape[1])
+        x0, x1, xstep = xs.indices(self.shape[2])
+        rows = slice(y0 * s, y1 * s, ystep * s)
+        cols = slice(x0 * s, x1 * s, xstep * s)
+        planes = [self.sources[z].read(rows, cols) for z in zlist]
+        if squeeze:
+            return planes[0]
+        if not planes:
+            return np.empty((0, len(range(y0, y1, ystep)), len(range(x0, x1, xstep))), self.dtype)
+        return np.stack(planes)
 
 
 def _level_count(shape: tuple[int, int]) -> int:
@@ -152,27 +215,24 @@ def _stack_from_sources(
     import dask.array as da
     from dask.base import tokenize
 
-    shape = sources[0].shape
+    whole_layers = any(isinstance(src, ImageFileSource) for src in sources)
     levels = []
-    for level in range(_level_count(shape)):
-        step = 2**level
-        planes = []
-        for src in sources:
-            arr = _StridedLayer(src, step)
-            layer_chunks = arr.shape if isinstance(src, ImageFileSource) else chunks
-            planes.append(
-                da.from_array(
-                    arr,
-                    chunks=layer_chunks,
-                    name="phoenix-layer-" + tokenize(src.token(), step, layer_chunks),
-                    meta=np.empty((0, 0), dtype=arr.dtype),
-                    asarray=False,
-                    fancy=False,
-                    lock=False,
-                    inline_array=True,
-                )
+    for level in range(_level_count(sources[0].shape)):
+        arr = _StridedStack(sources, 2**level)
+        # PNG / JPEG cannot be read by window: one chunk per layer
+        level_chunks = (1, *(arr.shape[1:] if whole_layers else chunks))
+        levels.append(
+            da.from_array(
+                arr,
+                chunks=level_chunks,
+                name="phoenix-stack-" + tokenize([src.token() for src in sources], level, level_chunks),
+                meta=np.empty((0, 0, 0), dtype=arr.dtype),
+                asarray=False,
+                fancy=True,
+                lock=False,
+                inline_array=True,
             )
-        levels.append(da.stack(planes))
+        )
     return tuple(levels)
 
 
