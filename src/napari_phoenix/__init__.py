@@ -22,6 +22,11 @@ _API = {
     "write_mask": "napari_phoenix.core.masks",
     "make_phantom": "napari_phoenix.core.phantom",
     "PhantomParams": "napari_phoenix.core.phantom",
+    "contrast": "napari_phoenix.core.contrast",
+    "contrast_lut": "napari_phoenix.core.contrast",
+    "split_segment": "napari_phoenix.core.chunks",
+    "iter_split": "napari_phoenix.core.chunks",
+    "SplitParams": "napari_phoenix.core.chunks",
     "PhoenixError": "napari_phoenix.core.errors",
     "LayerStackError": "napari_phoenix.core.errors",
     "MaskError": "napari_phoenix.core.errors",
@@ -30,6 +35,8 @@ _API = {
 __all__ = ["__version__", *_API]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .core.chunks import SplitParams, iter_split, split_segment
+    from .core.contrast import contrast, contrast_lut
     from .core.errors import LayerStackError, MaskError, PhoenixError
     from .core.masks import read_mask, write_mask
     from .core.phantom import PhantomParams, make_phantom

@@ -1,0 +1,113 @@
+"""The prize contrast: a lookup table from a not-a-knot cubic spline.
+
+Exactly as the First Title Prize pipeline (``../shared/docs/seed-conventions.md``):
+scipy's ``CubicSpline`` with its default *not-a-knot* end condition through
+control points (by default (0, 0), (128, 64), (255, 255)), evaluated at every
+code of the type, clipped to the type's range and cast by truncation. For
+16-bit data the control points are multiplied by 257 and the spline evaluated
+at all 65,536 codes. With the default points the 8-bit table is the parabola
+``x * (x - 1) // 254``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import PhoenixError
+
+#: the prize control points, in 8-bit codes
+SEED_POINTS: tuple[tuple[float, float], ...] = ((0.0, 0.0), (128.0, 64.0), (255.0, 255.0))
+
+
+class ContrastError(PhoenixError, ValueError):
+    """Control points or data the contrast cannot use."""
+
+
+def _check_points(points: Sequence[Sequence[float]]) -> tuple[tuple[float, float], ...]:
+    try:
+        pts = tuple((float(x), float(y)) for x, y in points)
+    except (TypeError, ValueError):
+        raise ContrastError(
+            f"control points must be (x, y) pairs, got {points!r}"
+        ) from None
+    if len(pts) < 2:
+        raise ContrastError(f"need at least 2 control points, got {len(pts)}")
+    xs = [x for x, _ in pts]
+    if any(b <= a for a, b in zip(xs, xs[1:])):
+        raise ContrastError(f"control point x values must increase strictly, got {xs}")
+    for x, y in pts:
+        if not (0 <= x <= 255 and 0 <= y <= 255):
+            raise ContrastError(
+                f"control point ({x:g}, {y:g}) is outside 0..255 (points are given in 8-bit codes)"
+            )
+    return pts
+
+
+@functools.lru_cache(maxsize=16)
+def _lut(dtype_str: str, points: tuple[tuple[float, float], ...]) -> np.ndarray:
+    from scipy.interpolate import CubicSpline
+
+    dtype = np.dtype(dtype_str)
+    scale = 1.0 if dtype == np.uint8 else 257.0
+    top = np.iinfo(dtype).max
+    xs = np.array([x for x, _ in points]) * scale
+    ys = np.array([y for _, y in points]) * scale
+    values = CubicSpline(xs, ys)(np.arange(top + 1, dtype=np.float64))
+    lut = np.clip(values, 0, top).astype(dtype)  # truncation, as the prize did
+    lut.flags.writeable = False
+    return lut
+
+
+def contrast_lut(dtype: str | np.dtype = "uint8", points: Sequence[Sequence[float]] = SEED_POINTS) -> np.ndarray:
+    """The lookup table for ``dtype`` (uint8: 256 entries, uint16: 65,536).
+
+    Parameters
+    ----------
+    dtype : str or numpy.dtype
+        ``uint8`` or ``uint16``.
+    points : sequence of (x, y)
+        Control points in 8-bit codes (scaled by 257 for 16-bit data); x
+        strictly increasing. Two points give a straight line.
+
+    Returns
+    -------
+    numpy.ndarray
+        Read-only table of the same dtype.
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in (np.uint8, np.uint16):
+        raise ContrastError(f"contrast works on uint8 or uint16 layers, not {dtype}")
+    return _lut(dtype.str, _check_points(points))
+
+
+def apply_lut(block: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """``lut[block]`` without temporaries beyond the output."""
+    return np.take(lut, block)
+
+
+def contrast(array, points: Sequence[Sequence[float]] | None = None):
+    """Apply the prize contrast to a numpy or dask array, keeping its dtype.
+
+    Parameters
+    ----------
+    array : numpy.ndarray or dask.array.Array
+        uint8 or uint16 data of any shape. A dask array stays lazy: nothing is
+        computed until it is read, and then only the chunks read.
+    points : sequence of (x, y), optional
+        Control points in 8-bit codes; default the prize points
+        (0, 0), (128, 64), (255, 255).
+
+    Returns
+    -------
+    numpy.ndarray or dask.array.Array
+        The contrasted data, same type, shape and dtype.
+    """
+    lut = contrast_lut(array.dtype, SEED_POINTS if points is None else points)
+    if type(array).__module__.startswith("dask"):
+        return array.map_blocks(
+            apply_lut, lut, dtype=array.dtype, token="phoenix-contrast", meta=np.empty((0,) * array.ndim, array.dtype)
+        )
+    return apply_lut(np.asarray(array), lut)
