@@ -49,3 +49,27 @@ def test_bad_input_is_an_error_message_not_a_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("phoenix: error:") and "no layer files" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_split_command_exports_and_resumes(write_stack, capsys):
+    import tifffile
+
+    from napari_phoenix.core.contrast import contrast_lut
+
+    layers, data = write_stack(n=3, shape=(20, 50), folder="seg/layers")
+    root = layers.parent
+    assert main(["split", str(root), "--chunk-width", "20", "--chunks", "1,3", "--workers", "1"]) == 0
+    assert "wrote 8 files" in capsys.readouterr().out  # 2 chunks x (3 layers + mask)
+    got = tifffile.imread(root / "parts_contrasted" / "seg_03" / "layers" / "02.tif")
+    np.testing.assert_array_equal(got, contrast_lut("uint8")[data[2, :, 40:]])
+    assert main(["split", str(root), "--chunk-width", "20", "--chunks", "1,3", "--workers", "1"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert main(["split", str(root), "--chunks", "9"]) == 2
+
+
+def test_split_command_bad_arguments_are_messages(write_stack, capsys):
+    layers, _ = write_stack(n=2, shape=(10, 20), folder="s/layers")
+    assert main(["split", str(layers.parent), "--chunks", "1,x"]) == 2
+    assert "chunk ids must look like 1,3-5" in capsys.readouterr().err
+    assert main(["split", str(layers.parent), "--points", "0,0;banana"]) == 2
+    assert "--points must look like" in capsys.readouterr().err

@@ -60,6 +60,43 @@ def cmd_phantom(args) -> int:
     return 0
 
 
+def _chunk_ids(text: str | None) -> tuple[int, ...] | None:
+    """``"1,3-5"`` -> (1, 3, 4, 5); empty -> None (all chunks)."""
+    from .core.chunks import parse_chunk_ids
+
+    return parse_chunk_ids(text)
+
+
+def cmd_split(args) -> int:
+    from .core.chunks import SplitParams, iter_split
+
+    from .core.contrast import ContrastError
+
+    points = None
+    if args.points:
+        try:
+            points = tuple(tuple(float(v) for v in pair.split(",")) for pair in args.points.split(";"))
+        except ValueError:
+            raise ContrastError(f'--points must look like "0,0;128,64;255,255", got {args.points!r}') from None
+    params = SplitParams(
+        segment=args.segment,
+        chunks=_chunk_ids(args.chunks),
+        chunk_width=args.chunk_width,
+        first_chunk_offset=args.offset,
+        contrast=not args.no_contrast,
+        out=args.out,
+        workers=args.workers,
+        verify=args.verify,
+        overwrite=args.overwrite,
+        **({"points": points} if points else {}),
+    )
+    written = [p for batch in _drain(iter_split(params), "chunks") for p in (batch or [])]
+    kind = "parts" if args.no_contrast else "parts_contrasted"
+    where = Path(args.out or args.segment) / kind
+    print(f"wrote {len(written)} files under {where}" if written else f"nothing to do: {where} is complete")
+    return 0
+
+
 def cmd_info(args) -> int:
     from .core.segment import is_segment, open_segment
     from .core.stack import open_stack
@@ -95,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--dtype", choices=["uint8", "uint16"], default="uint8")
     ph.add_argument("--seed", type=int, default=0)
     ph.set_defaults(func=cmd_phantom)
+
+    sp = sub.add_parser("split", help="cut a segment into full-height chunks, contrasted (resumable)")
+    sp.add_argument("segment", help="segment folder (with layers/)")
+    sp.add_argument("--chunks", help="chunk ids, e.g. 1,3-5 (default: all)")
+    sp.add_argument("--chunk-width", type=int, default=10_000)
+    sp.add_argument("--offset", type=int, default=0, help="first chunk is chunk-width - offset wide")
+    sp.add_argument("--no-contrast", action="store_true", help="copy pixels into parts/ instead")
+    sp.add_argument("--points", help='contrast control points in 8-bit codes, e.g. "0,0;128,64;255,255"')
+    sp.add_argument("--out", help="folder receiving parts[_contrasted]/ (default: the segment)")
+    sp.add_argument("--workers", type=int, default=0, help="processes (default: one per core)")
+    sp.add_argument("--verify", action="store_true", help="check finished files by CRC, not only size")
+    sp.add_argument("--overwrite", action="store_true", help="replace chunk folders holding other data")
+    sp.set_defaults(func=cmd_split)
 
     info = sub.add_parser("info", help="describe a segment, layers folder, TIFF or zarr")
     info.add_argument("path")

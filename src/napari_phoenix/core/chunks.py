@@ -155,6 +155,29 @@ def plan_chunks(params: SplitParams, width: int) -> list[Chunk]:
     ]
 
 
+def parse_chunk_ids(text: str | None) -> tuple[int, ...] | None:
+    """``"1,3-5"`` -> ``(1, 3, 4, 5)``; empty or None -> None (all chunks).
+
+    Parameters
+    ----------
+    text : str or None
+        Comma-separated ids and inclusive ranges.
+    """
+    if not text or not text.strip():
+        return None
+    ids: list[int] = []
+    try:
+        for part in text.replace(" ", "").split(","):
+            if "-" in part:
+                a, b = part.split("-", 1)
+                ids.extend(range(int(a), int(b) + 1))
+            elif part:
+                ids.append(int(part))
+    except ValueError:
+        raise SplitError(f"chunk ids must look like 1,3-5, got {text!r}") from None
+    return tuple(ids)
+
+
 # ---- manifest ----------------------------------------------------------------------------
 
 
