@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ import tifffile
 
 import napari_phoenix as nx
 from napari_phoenix.core import chunks as chunks_mod
-from napari_phoenix.core.chunks import SplitError, SplitParams, chunk_bounds, iter_split
+from napari_phoenix.core.chunks import SplitError, SplitParams, chunk_bounds
 from napari_phoenix.core.contrast import contrast_lut
 
 

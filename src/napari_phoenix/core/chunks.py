@@ -19,32 +19,24 @@ holds different data.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
 import shutil
-import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from .._version import __version__
 from .atomic import atomic_path
-from .contrast import SEED_POINTS, apply_lut, contrast_lut
-from .errors import PhoenixError
+from .chunk_io import SplitError, file_crc32, disk_full_error, split_layer
+from .contrast import SEED_POINTS, contrast_lut
 from .progress import Progress
-from .sources import ImageFileSource, LayerSource
 from .stack import open_stack
 
 MANIFEST = ".phoenix-split.json"
-
-
-class SplitError(PhoenixError, ValueError):
-    """The split cannot be done as asked (bad chunk ids, offsets, target folder, disk)."""
 
 
 @dataclass(frozen=True)
@@ -208,14 +200,6 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
         tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
-def _crc(path: Path) -> int:
-    crc = 0
-    with open(path, "rb") as fh:
-        while block := fh.read(8 * 2**20):
-            crc = zlib.crc32(block, crc)
-    return crc
-
-
 def _finished(folder: Path, rel: str, entry: dict | None, verify: bool) -> bool:
     if entry is None:
         return False
@@ -229,7 +213,7 @@ def _finished(folder: Path, rel: str, entry: dict | None, verify: bool) -> bool:
         return False
     if path.suffix.lower() in (".tif", ".tiff") and head not in (b"II*\x00", b"MM\x00*"):
         return False
-    return not verify or _crc(path) == entry["crc32"]
+    return not verify or file_crc32(path) == entry["crc32"]
 
 
 def _check_target(chunk: Chunk, settings: dict, overwrite: bool) -> dict:
@@ -254,110 +238,6 @@ def _check_target(chunk: Chunk, settings: dict, overwrite: bool) -> dict:
         f"{chunk.folder} holds a different export ({', '.join(f'{k}: {old.get(k)!r} -> {settings[k]!r}' for k in diff[:3])}); "
         "choose another output folder or pass overwrite=True (--overwrite)"
     )
-
-
-# ---- the work of one layer (runs in a worker process) --------------------------------------
-
-
-def _disk_full(path: Path) -> SplitError:
-    return SplitError(
-        f"the disk is full while writing {path}: free some space and run the split again; "
-        "finished files are kept and only the rest is written"
-    )
-
-
-def split_layer(
-    source: LayerSource, name: str, targets: list[tuple[int, int, str]], lut: np.ndarray | None, strip_bytes: int
-) -> list[tuple[str, int, int]]:
-    """Write one source layer's columns ``x0:x1`` to each target path; return (path, size, crc32).
-
-    Parameters
-    ----------
-    source : LayerSource
-        The layer to read.
-    name : str
-        Its file name (for messages).
-    targets : list of (x0, x1, path)
-        Where each chunk's piece goes (final names; written atomically).
-    lut : numpy.ndarray or None
-        Contrast table, or None to copy pixels.
-    strip_bytes : int
-        Bytes of source read per strip.
-    """
-    height, _ = source.shape
-    xmin, xmax = min(t[0] for t in targets), max(t[1] for t in targets)
-    item = np.dtype(source.dtype).itemsize
-    if isinstance(source, ImageFileSource):  # no windows: one decode, then crops
-        rows_per_strip = height
-    else:
-        rows_per_strip = max(1, min(height, strip_bytes // max(1, (xmax - xmin) * item)))
-    results = []
-    with contextlib.ExitStack() as stack:
-        outs = []
-        for x0, x1, path in targets:
-            path = Path(path)
-            tmp = stack.enter_context(atomic_path(path))
-            outs.append(_Writer(tmp, path, height, x1 - x0, source.dtype.newbyteorder("=")))
-            stack.callback(outs[-1].close)
-        try:
-            for r0 in range(0, height, rows_per_strip):
-                r1 = min(height, r0 + rows_per_strip)
-                strip = source.read(slice(r0, r1), slice(xmin, xmax))
-                if lut is not None:
-                    strip = apply_lut(strip, lut)
-                for (x0, x1, _), out in zip(targets, outs, strict=True):
-                    out.write_rows(r0, strip[:, x0 - xmin : x1 - xmin])
-            for out in outs:
-                results.append(out.finish())
-        except OSError as err:
-            if err.errno == errno.ENOSPC:
-                raise _disk_full(Path(targets[0][2])) from err
-            raise
-    return results
-
-
-class _Writer:
-    """An uncompressed TIFF (or PNG / JPEG) written strip by strip at a temp path."""
-
-    def __init__(self, tmp: Path, final: Path, height: int, width: int, dtype: np.dtype):
-        self.tmp, self.final, self.shape, self.dtype = tmp, final, (height, width), dtype
-        self.crc, self.fd, self.buffer = 0, None, None
-        if final.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            tifffile.imwrite(tmp, shape=self.shape, dtype=dtype, photometric="minisblack")
-            with tifffile.TiffFile(tmp) as tif:
-                self.offset = int(tif.pages[0].dataoffsets[0])
-            self.fd = os.open(tmp, os.O_WRONLY)
-        else:
-            self.buffer = np.empty(self.shape, dtype)
-
-    def write_rows(self, r0: int, rows: np.ndarray) -> None:
-        if self.fd is None:
-            self.buffer[r0 : r0 + len(rows)] = rows
-            return
-        data = np.ascontiguousarray(rows, dtype=self.dtype).tobytes()
-        pos = self.offset + r0 * self.shape[1] * self.dtype.itemsize
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(self.fd, view, pos)
-            view, pos = view[n:], pos + n
-
-    def finish(self) -> tuple[str, int, int]:
-        if self.fd is not None:
-            os.fsync(self.fd)
-            self.close()
-        else:
-            from PIL import Image
-
-            fmt = "PNG" if self.final.suffix.lower() == ".png" else "JPEG"
-            Image.fromarray(self.buffer).save(self.tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-        return str(self.final), self.tmp.stat().st_size, _crc(self.tmp)
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
 
 # ---- the job -------------------------------------------------------------------------------
@@ -440,12 +320,13 @@ def iter_split(params: SplitParams) -> Iterator[Progress]:
     else:
         import multiprocessing
 
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"))
+        workers = min(workers, len(todo))
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
         pending: dict[Future, str] = {}
         queue = list(todo)
         try:
             while queue or pending:
-                while queue and len(pending) < 2 * pool._max_workers:
+                while queue and len(pending) < 2 * workers:
                     i, targets = queue.pop(0)
                     fut = pool.submit(split_layer, stack.sources[i], names[i], targets, lut, params.strip_bytes)
                     pending[fut] = names[i]
@@ -488,9 +369,9 @@ def _write_masks(stack, params: SplitParams, chunks: Sequence[Chunk]) -> list[tu
             write_mask(path, piece)  # an earlier, different mask.png goes to .history/
         except OSError as err:
             if err.errno == errno.ENOSPC:
-                raise _disk_full(path) from err
+                raise disk_full_error(path) from err
             raise
-        results.append((str(path), path.stat().st_size, _crc(path)))
+        results.append((str(path), path.stat().st_size, file_crc32(path)))
     return results
 
 
