@@ -72,4 +72,4 @@ def test_split_command_bad_arguments_are_messages(write_stack, capsys):
     assert main(["split", str(layers.parent), "--chunks", "1,x"]) == 2
     assert "chunk ids must look like 1,3-5" in capsys.readouterr().err
     assert main(["split", str(layers.parent), "--points", "0,0;banana"]) == 2
-    assert "--points must look like" in capsys.readouterr().err
+    assert "points must look like" in capsys.readouterr().err

@@ -70,14 +70,9 @@ def _chunk_ids(text: str | None) -> tuple[int, ...] | None:
 def cmd_split(args) -> int:
     from .core.chunks import SplitParams, iter_split
 
-    from .core.contrast import ContrastError
+    from .core.contrast import parse_points
 
-    points = None
-    if args.points:
-        try:
-            points = tuple(tuple(float(v) for v in pair.split(",")) for pair in args.points.split(";"))
-        except ValueError:
-            raise ContrastError(f'--points must look like "0,0;128,64;255,255", got {args.points!r}') from None
+    points = parse_points(args.points) if args.points else None
     params = SplitParams(
         segment=args.segment,
         chunks=_chunk_ids(args.chunks),

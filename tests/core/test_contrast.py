@@ -77,3 +77,14 @@ def test_bad_points_are_clear_errors(points, match):
 def test_float_data_is_refused():
     with pytest.raises(ContrastError, match="uint8 or uint16"):
         nx.contrast(np.zeros(3, np.float32))
+
+
+def test_points_text_round_trip_and_errors():
+    from napari_phoenix.core.contrast import format_points, parse_points
+
+    assert parse_points("0,0; 128,64 ;255,255") == ((0, 0), (128, 64), (255, 255))
+    assert format_points(((0, 0), (128.5, 64), (255, 255))) == "0,0; 128.5,64; 255,255"
+    with pytest.raises(ContrastError, match="must look like"):
+        parse_points("0,0; banana")
+    with pytest.raises(ContrastError, match="increase strictly"):
+        parse_points("0,0; 200,10; 100,255")

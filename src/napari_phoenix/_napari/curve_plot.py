@@ -17,7 +17,7 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 from ..core.contrast import ContrastError, contrast_lut
 
 Points = tuple[tuple[float, float], ...]
-_MARGIN = (30, 8, 8, 20)  # left, top, right, bottom, px
+_MARGIN = (34, 8, 8, 20)  # left, top, right, bottom, px
 _GRAB_PX = 8
 
 
@@ -43,13 +43,13 @@ class CurvePlot(QWidget):
         self.setMouseTracking(False)
         self.setToolTip("Contrast curve: input code (x) to output code (y).\nDrag a point to move it.")
 
-    def sizeHint(self) -> QSize:  # noqa: D102
+    def sizeHint(self) -> QSize:
         return QSize(260, 200)
 
-    def hasHeightForWidth(self) -> bool:  # noqa: D102
+    def hasHeightForWidth(self) -> bool:
         return True
 
-    def heightForWidth(self, width: int) -> int:  # noqa: D102
+    def heightForWidth(self, width: int) -> int:
         left, top, right, bottom = _MARGIN
         return max(150, min(320, width - left - right + top + bottom))
 
@@ -77,8 +77,9 @@ class CurvePlot(QWidget):
 
     def _frame(self) -> QRectF:
         left, top, right, bottom = _MARGIN
-        side = min(self.width() - left - right, self.height() - top - bottom)
-        return QRectF(left, top, max(side, 10), max(side, 10))
+        side = max(10, min(self.width() - left - right, self.height() - top - bottom))
+        x0 = left + max(0, (self.width() - left - right - side) // 2)  # centred
+        return QRectF(x0, top, side, side)
 
     def _to_px(self, x: float, y: float) -> QPointF:
         f = self._frame()
@@ -92,7 +93,7 @@ class CurvePlot(QWidget):
 
     # ---- drawing -------------------------------------------------------------------------
 
-    def paintEvent(self, event) -> None:  # noqa: D102
+    def paintEvent(self, event) -> None:
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         pal = self.palette()
@@ -116,7 +117,7 @@ class CurvePlot(QWidget):
             pt = self._to_px(code, 0)
             p.drawText(QRectF(pt.x() - 15, frame.bottom() + 2, 30, 14), Qt.AlignmentFlag.AlignHCenter, str(code))
             pt = self._to_px(0, code)
-            p.drawText(QRectF(0, pt.y() - 7, _MARGIN[0] - 4, 14), Qt.AlignmentFlag.AlignRight, str(code))
+            p.drawText(QRectF(frame.left() - 40, pt.y() - 7, 32, 14), Qt.AlignmentFlag.AlignRight, str(code))
         if self._lut is not None:
             path = QPainterPath(self._to_px(0, float(self._lut[0])))
             for code in range(1, 256):
@@ -131,7 +132,7 @@ class CurvePlot(QWidget):
 
     # ---- dragging ------------------------------------------------------------------------
 
-    def mousePressEvent(self, event) -> None:  # noqa: D102
+    def mousePressEvent(self, event) -> None:
         pos = event.position()
         best, best_d = None, _GRAB_PX**2
         for i, (x, y) in enumerate(self._points):
@@ -142,7 +143,7 @@ class CurvePlot(QWidget):
         self._drag = best
         self.update()
 
-    def mouseMoveEvent(self, event) -> None:  # noqa: D102
+    def mouseMoveEvent(self, event) -> None:
         if self._drag is None:
             return
         x, y = self._to_code(event.position())
@@ -155,7 +156,7 @@ class CurvePlot(QWidget):
         self.set_points(pts)
         self._drag = drag
 
-    def mouseReleaseEvent(self, event) -> None:  # noqa: D102
+    def mouseReleaseEvent(self, event) -> None:
         if self._drag is None:
             return
         self._drag = None

@@ -111,3 +111,46 @@ def contrast(array, points: Sequence[Sequence[float]] | None = None):
             apply_lut, lut, dtype=array.dtype, token="phoenix-contrast", meta=np.empty((0,) * array.ndim, array.dtype)
         )
     return apply_lut(np.asarray(array), lut)
+
+
+def parse_points(text: str) -> tuple[tuple[float, float], ...]:
+    """``"0,0; 128,64; 255,255"`` -> ((0, 0), (128, 64), (255, 255)), checked.
+
+    Parameters
+    ----------
+    text : str
+        ``x,y`` pairs in 8-bit codes separated by ``;``.
+
+    Returns
+    -------
+    tuple of (float, float)
+        The control points.
+
+    Raises
+    ------
+    ContrastError
+        Text that is not pairs of numbers, or points the contrast cannot use.
+    """
+    try:
+        pairs = [p for p in text.replace(" ", "").split(";") if p]
+        points = tuple((float(x), float(y)) for x, y in (pair.split(",") for pair in pairs))
+    except ValueError:
+        raise ContrastError(f'points must look like "0,0; 128,64; 255,255", got {text.strip()!r}') from None
+    contrast_lut("uint8", points)  # raises ContrastError with what is wrong
+    return points
+
+
+def format_points(points: Sequence[Sequence[float]]) -> str:
+    """The text form of control points, e.g. ``"0,0; 128,64; 255,255"``.
+
+    Parameters
+    ----------
+    points : sequence of (x, y)
+        Control points.
+
+    Returns
+    -------
+    str
+        ``x,y`` pairs separated by ``"; "``.
+    """
+    return "; ".join(f"{x:g},{y:g}" for x, y in points)

@@ -1,0 +1,44 @@
+"""The ink model: prize-compatible UNETR + SegFormer and safe checkpoint loading.
+
+Public API (imported lazily, so that ``import napari_phoenix.core.model`` does
+not load torch):
+
+- :class:`ModelConfig`, :data:`MIT_PRESETS` - architecture description.
+- :class:`InkNet`, :func:`build_network`, :func:`count_parameters` - the network.
+- :func:`load_model`, :func:`save_model`, :func:`convert_checkpoint`,
+  :func:`read_model_info`, :func:`file_sha256`, :class:`CheckpointError`,
+  :func:`infer_config` - checkpoints.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "ModelConfig": "config",
+    "MIT_PRESETS": "config",
+    "InkNet": "network",
+    "build_network": "network",
+    "count_parameters": "network",
+    "UNETR": "unetr",
+    "CheckpointError": "state",
+    "infer_config": "state",
+    "load_model": "checkpoint",
+    "save_model": "checkpoint",
+    "convert_checkpoint": "checkpoint",
+    "read_model_info": "checkpoint",
+    "file_sha256": "checkpoint",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
