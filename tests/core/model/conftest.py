@@ -59,8 +59,10 @@ def write_ckpt(tmp_path):
             "loops": {"fit_loop": {"epoch_progress": {"total": {"ready": 14}}}},
             "callbacks": {"ModelCheckpoint": {"best_model_score": torch.tensor(0.71)}},
             "optimizer_states": [
-                {"state": {0: {"step": torch.tensor(10.0), "exp_avg": torch.zeros_like(weight)}},
-                 "param_groups": [{"lr": 2e-4, "weight_decay": 1e-3, "params": [0]}]}
+                {
+                    "state": {0: {"step": torch.tensor(10.0), "exp_avg": torch.zeros_like(weight)}},
+                    "param_groups": [{"lr": 2e-4, "weight_decay": 1e-3, "params": [0]}],
+                }
             ],
             "lr_schedulers": [{"T_max": 50, "eta_min": 1e-6, "last_epoch": 13, "base_lrs": [2e-4]}],
             "hyper_parameters": hparams

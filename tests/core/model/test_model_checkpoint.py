@@ -78,9 +78,15 @@ def test_hyper_parameters_naming_another_variant_are_refused():
 
 # ------------------------------------------------------------------ own format
 def test_own_format_round_trip(small_model, small_input, tmp_path):
-    meta = save_model(small_model, tmp_path / "run1" / "ink-v1", provenance={
-        "training_data": ["03192025_05", "02110815_03"], "epochs": 3, "metrics": {"val_iou": 0.5},
-    })
+    meta = save_model(
+        small_model,
+        tmp_path / "run1" / "ink-v1",
+        provenance={
+            "training_data": ["03192025_05", "02110815_03"],
+            "epochs": 3,
+            "metrics": {"val_iou": 0.5},
+        },
+    )
     assert meta == tmp_path / "run1" / "ink-v1.json"
     weights = tmp_path / "run1" / "ink-v1.safetensors"
     info = json.loads(meta.read_text())
@@ -185,7 +191,9 @@ def test_shape_mismatch_names_key_and_both_shapes(small_model, write_ckpt):
     state = {f"model.{k}": v for k, v in small_model.state_dict().items()}
     key = "encoder.decoder0_header.1.block.0.block.weight"
     state[f"model.{key}"] = torch.zeros(4, 4, 1, 1, 1)
-    with pytest.raises(CheckpointError, match=rf"{key}: checkpoint \(4, 4, 1, 1, 1\), network \(4, 4, 3, 3, 3\)"):
+    with pytest.raises(
+        CheckpointError, match=rf"{key}: checkpoint \(4, 4, 1, 1, 1\), network \(4, 4, 3, 3, 3\)"
+    ):
         load_model(write_ckpt(small_model, state=state))
 
 

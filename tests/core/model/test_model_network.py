@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from _hf import to_transformers_keys
 
 from napari_phoenix.core.model import MIT_PRESETS, InkNet, ModelConfig, count_parameters
 from napari_phoenix.core.model.network import segformer_config
-
-from _hf import to_transformers_keys
 
 DATA = Path(__file__).parent / "data"
 
@@ -20,7 +19,9 @@ def _schema(variant):
     return json.loads((DATA / f"checkpoint_schema_{variant}.json").read_text())
 
 
-@pytest.mark.parametrize(("variant", "n_entries", "n_params"), [("b3", 918, 79_185_665), ("b0", 482, 35_631_361)])
+@pytest.mark.parametrize(
+    ("variant", "n_entries", "n_params"), [("b3", 918, 79_185_665), ("b0", 482, 35_631_361)]
+)
 def test_state_dict_is_the_prize_checkpoint_layout(variant, n_entries, n_params):
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         model = InkNet(ModelConfig.prize(variant))
@@ -112,7 +113,9 @@ def test_segformer_computes_what_transformers_computes(variant):
     torch.manual_seed(3)
     mine = InkNet(cfg).encoder_2d.eval()
     theirs = SegformerForSemanticSegmentation(segformer_config(cfg)).eval()
-    theirs.load_state_dict(to_transformers_keys(mine.state_dict(), set(theirs.state_dict())), strict=True)
+    theirs.load_state_dict(
+        to_transformers_keys(mine.state_dict(), set(theirs.state_dict())), strict=True
+    )
     size = 64 if variant == "b0" else 32
     x = torch.rand(1, cfg.unetr_channels, size, size, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():

@@ -31,7 +31,21 @@ _WHERE = {
     "file_sha256": "checkpoint",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "MIT_PRESETS",
+    "UNETR",
+    "CheckpointError",
+    "InkNet",
+    "ModelConfig",
+    "build_network",
+    "convert_checkpoint",
+    "count_parameters",
+    "file_sha256",
+    "infer_config",
+    "load_model",
+    "read_model_info",
+    "save_model",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -28,7 +28,14 @@ from ..atomic import atomic_path
 from .config import ModelConfig
 from .state import CheckpointError, check_state, infer_config
 
-__all__ = ["CheckpointError", "convert_checkpoint", "file_sha256", "load_model", "read_model_info", "save_model"]
+__all__ = [
+    "CheckpointError",
+    "convert_checkpoint",
+    "file_sha256",
+    "load_model",
+    "read_model_info",
+    "save_model",
+]
 
 FORMAT = "napari-phoenix-model"
 FORMAT_VERSION = 1
@@ -77,7 +84,9 @@ def _pair(path: str | os.PathLike, for_writing: bool = False) -> tuple[Path, Pat
             stem = p / "model"
         elif len(found) > 1:
             names = ", ".join(w.name for w in found)
-            raise CheckpointError(f"folder {p} holds several models ({names}); name one of the files")
+            raise CheckpointError(
+                f"folder {p} holds several models ({names}); name one of the files"
+            )
         else:
             stem = found[0].with_suffix("")
     else:
@@ -85,7 +94,9 @@ def _pair(path: str | os.PathLike, for_writing: bool = False) -> tuple[Path, Pat
     return stem.parent / (stem.name + ".safetensors"), stem.parent / (stem.name + ".json")
 
 
-def save_model(model: Any, path: str | os.PathLike, provenance: Mapping[str, Any] | None = None) -> Path:
+def save_model(
+    model: Any, path: str | os.PathLike, provenance: Mapping[str, Any] | None = None
+) -> Path:
     """Write ``model`` as ``<name>.safetensors`` + ``<name>.json``, each atomically.
 
     Parameters
@@ -113,7 +124,9 @@ def save_model(model: Any, path: str | os.PathLike, provenance: Mapping[str, Any
     weights, meta = _pair(path, for_writing=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_path(weights) as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+        save_file(
+            state, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+        )
     config: ModelConfig = model.config
     info = {
         "format": FORMAT,
@@ -127,7 +140,7 @@ def save_model(model: Any, path: str | os.PathLike, provenance: Mapping[str, Any
         },
         "provenance": {
             "code_version": __version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             **_jsonable(dict(provenance or {})),
         },
     }
@@ -150,13 +163,17 @@ def read_model_info(path: str | os.PathLike) -> dict[str, Any]:
     """
     _, meta = _pair(path)
     if not meta.exists():
-        raise CheckpointError(f"{meta.name} is missing: the weights need their .json description beside them")
+        raise CheckpointError(
+            f"{meta.name} is missing: the weights need their .json description beside them"
+        )
     try:
         info = json.loads(meta.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{meta} is not valid JSON ({exc}); the file is damaged") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise CheckpointError(f"{meta} is not a napari-phoenix model description (no format {FORMAT!r})")
+        raise CheckpointError(
+            f"{meta} is not a napari-phoenix model description (no format {FORMAT!r})"
+        )
     if int(info.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(
             f"{meta} has format version {info['format_version']}; this napari-phoenix reads up to "
@@ -176,7 +193,9 @@ def _load_own(path: str | os.PathLike, device: Any) -> Any:
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights} cannot be read, it is truncated or damaged ({exc})") from None
+        raise CheckpointError(
+            f"{weights} cannot be read, it is truncated or damaged ({exc})"
+        ) from None
     expected = info.get("weights", {}).get("sha256")
     if expected and file_sha256(weights) != expected:
         raise CheckpointError(
@@ -216,7 +235,9 @@ def _torch_load(path: Path, trusted: bool) -> Any:
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Weights only load failed" not in text:
-            raise CheckpointError(f"{path} is not a PyTorch checkpoint or is damaged ({text[:120]})") from None
+            raise CheckpointError(
+                f"{path} is not a PyTorch checkpoint or is damaged ({text[:120]})"
+            ) from None
         if not trusted:
             what = re.search(r"GLOBAL ([\w.]+)", text)
             obj = f" (it contains {what.group(1)})" if what else ""
@@ -249,7 +270,7 @@ def _model_state(obj: Any, path: Path) -> tuple[dict[str, Any], Any]:
     if len(tensors) != len(state):
         raise CheckpointError(f"{path}: 'state_dict' holds values that are not tensors")
     if all(k.startswith("model.") for k in tensors):
-        tensors = {k[len("model."):]: v for k, v in tensors.items()}
+        tensors = {k[len("model.") :]: v for k, v in tensors.items()}
     return tensors, hparams
 
 
@@ -269,7 +290,9 @@ def _load_ckpt(path: Path, device: Any, trusted: bool) -> Any:
 
 
 # -------------------------------------------------------------------- shared
-def _build(config: ModelConfig, state: Mapping[str, Any], source: str, device: Any, provenance: dict) -> Any:
+def _build(
+    config: ModelConfig, state: Mapping[str, Any], source: str, device: Any, provenance: dict
+) -> Any:
     from .network import InkNet
 
     model = InkNet(config)

@@ -16,13 +16,55 @@ from typing import Any
 #: depths, hidden sizes, attention heads, spatial-reduction ratios and the
 #: width of the all-MLP decode head. ``tiny`` is this project's test size.
 MIT_PRESETS: dict[str, dict[str, tuple[int, ...] | int]] = {
-    "b0": dict(depths=(2, 2, 2, 2), hidden=(32, 64, 160, 256), heads=(1, 2, 5, 8), sr=(8, 4, 2, 1), decoder=256),
-    "b1": dict(depths=(2, 2, 2, 2), hidden=(64, 128, 320, 512), heads=(1, 2, 5, 8), sr=(8, 4, 2, 1), decoder=256),
-    "b2": dict(depths=(3, 4, 6, 3), hidden=(64, 128, 320, 512), heads=(1, 2, 5, 8), sr=(8, 4, 2, 1), decoder=768),
-    "b3": dict(depths=(3, 4, 18, 3), hidden=(64, 128, 320, 512), heads=(1, 2, 5, 8), sr=(8, 4, 2, 1), decoder=768),
-    "b4": dict(depths=(3, 8, 27, 3), hidden=(64, 128, 320, 512), heads=(1, 2, 5, 8), sr=(8, 4, 2, 1), decoder=768),
-    "b5": dict(depths=(3, 6, 40, 3), hidden=(64, 128, 320, 512), heads=(1, 2, 5, 8), sr=(8, 4, 2, 1), decoder=768),
-    "tiny": dict(depths=(1, 1, 1, 1), hidden=(8, 16, 16, 32), heads=(1, 1, 2, 2), sr=(8, 4, 2, 1), decoder=16),
+    "b0": {
+        "depths": (2, 2, 2, 2),
+        "hidden": (32, 64, 160, 256),
+        "heads": (1, 2, 5, 8),
+        "sr": (8, 4, 2, 1),
+        "decoder": 256,
+    },
+    "b1": {
+        "depths": (2, 2, 2, 2),
+        "hidden": (64, 128, 320, 512),
+        "heads": (1, 2, 5, 8),
+        "sr": (8, 4, 2, 1),
+        "decoder": 256,
+    },
+    "b2": {
+        "depths": (3, 4, 6, 3),
+        "hidden": (64, 128, 320, 512),
+        "heads": (1, 2, 5, 8),
+        "sr": (8, 4, 2, 1),
+        "decoder": 768,
+    },
+    "b3": {
+        "depths": (3, 4, 18, 3),
+        "hidden": (64, 128, 320, 512),
+        "heads": (1, 2, 5, 8),
+        "sr": (8, 4, 2, 1),
+        "decoder": 768,
+    },
+    "b4": {
+        "depths": (3, 8, 27, 3),
+        "hidden": (64, 128, 320, 512),
+        "heads": (1, 2, 5, 8),
+        "sr": (8, 4, 2, 1),
+        "decoder": 768,
+    },
+    "b5": {
+        "depths": (3, 6, 40, 3),
+        "hidden": (64, 128, 320, 512),
+        "heads": (1, 2, 5, 8),
+        "sr": (8, 4, 2, 1),
+        "decoder": 768,
+    },
+    "tiny": {
+        "depths": (1, 1, 1, 1),
+        "hidden": (8, 16, 16, 32),
+        "heads": (1, 1, 2, 2),
+        "sr": (8, 4, 2, 1),
+        "decoder": 16,
+    },
 }
 
 #: The UNETR decoder doubles the token grid four times, so a token covers 16
@@ -37,13 +79,13 @@ def _mit_fields(variant: str) -> dict[str, Any]:
         raise ValueError(
             f"unknown MiT variant {variant!r}; choose one of {', '.join(MIT_PRESETS)}"
         ) from None
-    return dict(
-        mit_depths=tuple(p["depths"]),
-        mit_hidden_sizes=tuple(p["hidden"]),
-        mit_heads=tuple(p["heads"]),
-        mit_sr_ratios=tuple(p["sr"]),
-        mit_decoder_hidden=int(p["decoder"]),
-    )
+    return {
+        "mit_depths": tuple(p["depths"]),
+        "mit_hidden_sizes": tuple(p["hidden"]),
+        "mit_heads": tuple(p["heads"]),
+        "mit_sr_ratios": tuple(p["sr"]),
+        "mit_decoder_hidden": int(p["decoder"]),
+    }
 
 
 _B3 = _mit_fields("b3")
@@ -117,20 +159,37 @@ class ModelConfig:
     def __post_init__(self) -> None:
         problems = []
         if self.token_size != UNETR_UPSAMPLING:
-            problems.append(f"token_size is {self.token_size}, the UNETR decoder needs {UNETR_UPSAMPLING}")
+            problems.append(
+                f"token_size is {self.token_size}, the UNETR decoder needs {UNETR_UPSAMPLING}"
+            )
         for name in ("input_layers", "tile_size"):
             value = getattr(self, name)
             if value <= 0 or value % UNETR_UPSAMPLING:
-                problems.append(f"{name} is {value}, it must be a positive multiple of {UNETR_UPSAMPLING}")
+                problems.append(
+                    f"{name} is {value}, it must be a positive multiple of {UNETR_UPSAMPLING}"
+                )
         if self.tile_size % 32:
             problems.append(f"tile_size is {self.tile_size}, the SegFormer needs a multiple of 32")
         if self.num_heads <= 0 or self.embed_dim % self.num_heads:
-            problems.append(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-        if len(self.extract_layers) != 4 or not all(1 <= i <= self.num_layers for i in self.extract_layers):
-            problems.append(f"extract_layers {self.extract_layers} must be 4 blocks in 1..{self.num_layers}")
+            problems.append(
+                f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}"
+            )
+        if len(self.extract_layers) != 4 or not all(
+            1 <= i <= self.num_layers for i in self.extract_layers
+        ):
+            problems.append(
+                f"extract_layers {self.extract_layers} must be 4 blocks in 1..{self.num_layers}"
+            )
         if len(self.decoder_filters) != 3 or self.decoder_filters[2] % 4:
-            problems.append(f"decoder_filters {self.decoder_filters} must be 3 widths, the last a multiple of 4")
-        lengths = {len(self.mit_depths), len(self.mit_hidden_sizes), len(self.mit_heads), len(self.mit_sr_ratios)}
+            problems.append(
+                f"decoder_filters {self.decoder_filters} must be 3 widths, the last a multiple of 4"
+            )
+        lengths = {
+            len(self.mit_depths),
+            len(self.mit_hidden_sizes),
+            len(self.mit_heads),
+            len(self.mit_sr_ratios),
+        }
         if lengths != {4}:
             problems.append("the MiT settings need 4 stages each")
         if problems:
@@ -225,7 +284,9 @@ class ModelConfig:
         -------
         dict
         """
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

@@ -75,7 +75,9 @@ class InkNet(nn.Module):
         self.provenance: dict[str, Any] = {}
         self.encoder = UNETR(self.config)
         self.dropout = nn.Dropout2d(self.config.dropout_2d)
-        self.encoder_2d = SegformerForSemanticSegmentation(SegformerSettings.from_config(self.config))
+        self.encoder_2d = SegformerForSemanticSegmentation(
+            SegformerSettings.from_config(self.config)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predict ink logits; apply ``torch.sigmoid`` for probabilities.

@@ -73,11 +73,13 @@ class DropPath(nn.Module):
         super().__init__()
         self.p = p
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.p == 0.0 or not self.training:
             return x
         keep = 1.0 - self.p
-        mask = keep + torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device)
+        mask = keep + torch.rand(
+            (x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device
+        )
         return x.div(keep) * mask.floor_()
 
 
@@ -86,10 +88,12 @@ class OverlapPatchEmbeddings(nn.Module):
 
     def __init__(self, patch_size: int, stride: int, num_channels: int, hidden_size: int) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(num_channels, hidden_size, patch_size, stride=stride, padding=patch_size // 2)
+        self.proj = nn.Conv2d(
+            num_channels, hidden_size, patch_size, stride=stride, padding=patch_size // 2
+        )
         self.layer_norm = nn.LayerNorm(hidden_size)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         x = self.proj(x)
         _, _, h, w = x.shape
         return self.layer_norm(x.flatten(2).transpose(1, 2)), h, w
@@ -115,7 +119,7 @@ class EfficientSelfAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.num_heads, self.head_dim).permute(0, 2, 1, 3)
 
-    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         q = self._heads(self.query(x))
         if self.sr_ratio > 1:
             b, _, c = x.shape
@@ -136,7 +140,7 @@ class SelfOutput(nn.Module):
         self.dense = nn.Linear(hidden_size, hidden_size)
         self.dropout = nn.Dropout(0.0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.dense(x))
 
 
@@ -148,7 +152,7 @@ class Attention(nn.Module):
         self.self = EfficientSelfAttention(hidden_size, num_heads, sr_ratio)
         self.output = SelfOutput(hidden_size)
 
-    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         return self.output(self.self(x, h, w))
 
 
@@ -159,7 +163,7 @@ class DWConv(nn.Module):
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, 3, 1, 1, bias=True, groups=dim)
 
-    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         b, _, c = x.shape
         x = self.dwconv(x.transpose(1, 2).view(b, c, h, w))
         return x.flatten(2).transpose(1, 2)
@@ -175,7 +179,7 @@ class MixFFN(nn.Module):
         self.dense2 = nn.Linear(hidden, dim)
         self.dropout = nn.Dropout(0.0)
 
-    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         x = self.dropout(F.gelu(self.dwconv(self.dense1(x), h, w)))
         return self.dropout(self.dense2(x))
 
@@ -183,7 +187,9 @@ class MixFFN(nn.Module):
 class Layer(nn.Module):
     """Pre-norm Mix Transformer block."""
 
-    def __init__(self, hidden_size: int, num_heads: int, sr_ratio: int, mlp_ratio: int, drop_path: float) -> None:
+    def __init__(
+        self, hidden_size: int, num_heads: int, sr_ratio: int, mlp_ratio: int, drop_path: float
+    ) -> None:
         super().__init__()
         self.layer_norm_1 = nn.LayerNorm(hidden_size)
         self.attention = Attention(hidden_size, num_heads, sr_ratio)
@@ -191,7 +197,7 @@ class Layer(nn.Module):
         self.layer_norm_2 = nn.LayerNorm(hidden_size)
         self.mlp = MixFFN(hidden_size, hidden_size * mlp_ratio)
 
-    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         x = self.drop_path(self.attention(self.layer_norm_1(x), h, w)) + x
         return self.drop_path(self.mlp(self.layer_norm_2(x), h, w)) + x
 
@@ -204,13 +210,20 @@ class Encoder(nn.Module):
         rates = [x.item() for x in torch.linspace(0, s.drop_path_rate, sum(s.depths), device="cpu")]
         ins = (s.num_channels, *s.hidden_sizes[:-1])
         self.patch_embeddings = nn.ModuleList(
-            OverlapPatchEmbeddings(p, st, i, o) for p, st, i, o in zip(s.patch_sizes, s.strides, ins, s.hidden_sizes)
+            OverlapPatchEmbeddings(p, st, i, o)
+            for p, st, i, o in zip(s.patch_sizes, s.strides, ins, s.hidden_sizes)
         )
         blocks, start = [], 0
         for i, depth in enumerate(s.depths):
             blocks.append(
                 nn.ModuleList(
-                    Layer(s.hidden_sizes[i], s.num_attention_heads[i], s.sr_ratios[i], s.mlp_ratio, rates[start + j])
+                    Layer(
+                        s.hidden_sizes[i],
+                        s.num_attention_heads[i],
+                        s.sr_ratios[i],
+                        s.mlp_ratio,
+                        rates[start + j],
+                    )
                     for j in range(depth)
                 )
             )
@@ -218,7 +231,7 @@ class Encoder(nn.Module):
         self.block = nn.ModuleList(blocks)
         self.layer_norm = nn.ModuleList(nn.LayerNorm(c) for c in s.hidden_sizes)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         maps = []
         for embed, blocks, norm in zip(self.patch_embeddings, self.block, self.layer_norm):
             x, h, w = embed(x)
@@ -236,7 +249,7 @@ class SegformerModel(nn.Module):
         super().__init__()
         self.encoder = Encoder(s)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.encoder(x)
 
 
@@ -247,7 +260,7 @@ class MLP(nn.Module):
         super().__init__()
         self.proj = nn.Linear(input_dim, output_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x.flatten(2).transpose(1, 2))
 
 
@@ -264,7 +277,7 @@ class DecodeHead(nn.Module):
         self.dropout = nn.Dropout(s.classifier_dropout_prob)
         self.classifier = nn.Conv2d(d, s.num_labels, kernel_size=1)
 
-    def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:  # noqa: D102
+    def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
         b = maps[-1].shape[0]
         size = maps[0].shape[2:]
         parts = []

@@ -55,7 +55,11 @@ def variant_from_hparams(hparams: Any) -> str | None:
     """
     found = set()
     for key, value in _walk(hparams):
-        if key in ("mit_variant", "variant") and isinstance(value, str) and value.lower() in MIT_PRESETS:
+        if (
+            key in ("mit_variant", "variant")
+            and isinstance(value, str)
+            and value.lower() in MIT_PRESETS
+        ):
             found.add(value.lower())
         elif isinstance(value, str):
             found.update(m.lower() for m in _VARIANT.findall(value))
@@ -113,26 +117,28 @@ def infer_config(state: Mapping[str, Any], hparams: Any = None) -> ModelConfig:
     pos = _shape(state, _ENC + "embeddings.position_embeddings")
     patch = _shape(state, _ENC + "embeddings.patch_embeddings.weight")
     embed, n_tokens = pos[2], pos[1]
-    derived: dict[str, Any] = dict(
-        embed_dim=embed,
-        in_channels=patch[1],
-        token_size=patch[2],
-        num_layers=_count(state, _ENC + "layer."),
-        mlp_dim=_shape(state, _ENC + "layer.0.mlp.w_1.weight")[0],
-        decoder_filters=(
+    derived: dict[str, Any] = {
+        "embed_dim": embed,
+        "in_channels": patch[1],
+        "token_size": patch[2],
+        "num_layers": _count(state, _ENC + "layer."),
+        "mlp_dim": _shape(state, _ENC + "layer.0.mlp.w_1.weight")[0],
+        "decoder_filters": (
             _shape(state, "encoder.decoder12_upsampler.block.weight")[1],
             _shape(state, "encoder.decoder9_upsampler.3.block.weight")[1],
             _shape(state, "encoder.decoder6_upsampler.2.block.weight")[1],
         ),
-        unetr_channels=_shape(state, "encoder.decoder0_header.2.block.weight")[0],
-        num_labels=_shape(state, "encoder_2d.decode_head.classifier.weight")[0],
-        mit_hidden_sizes=tuple(
+        "unetr_channels": _shape(state, "encoder.decoder0_header.2.block.weight")[0],
+        "num_labels": _shape(state, "encoder_2d.decode_head.classifier.weight")[0],
+        "mit_hidden_sizes": tuple(
             _shape(state, f"{_SEG}patch_embeddings.{i}.proj.weight")[0]
             for i in range(_count(state, _SEG + "patch_embeddings."))
         ),
-        mit_depths=tuple(_count(state, f"{_SEG}block.{i}.") for i in range(_count(state, _SEG + "block."))),
-        mit_decoder_hidden=_shape(state, "encoder_2d.decode_head.linear_c.0.proj.weight")[0],
-    )
+        "mit_depths": tuple(
+            _count(state, f"{_SEG}block.{i}.") for i in range(_count(state, _SEG + "block."))
+        ),
+        "mit_decoder_hidden": _shape(state, "encoder_2d.decode_head.linear_c.0.proj.weight")[0],
+    }
     derived["mit_sr_ratios"] = tuple(
         _shape(state, f"{_SEG}block.{i}.0.attention.self.sr.weight")[-1]
         if f"{_SEG}block.{i}.0.attention.self.sr.weight" in state
@@ -141,7 +147,10 @@ def infer_config(state: Mapping[str, Any], hparams: Any = None) -> ModelConfig:
     )
     if named:
         preset = ModelConfig().with_mit(named)
-        if (preset.mit_depths, preset.mit_hidden_sizes) != (derived["mit_depths"], derived["mit_hidden_sizes"]):
+        if (preset.mit_depths, preset.mit_hidden_sizes) != (
+            derived["mit_depths"],
+            derived["mit_hidden_sizes"],
+        ):
             raise CheckpointError(
                 f"the hyper-parameters name MiT-{named}, but the weights have stages of depth "
                 f"{derived['mit_depths']} and width {derived['mit_hidden_sizes']} "
@@ -150,8 +159,10 @@ def infer_config(state: Mapping[str, Any], hparams: Any = None) -> ModelConfig:
     values.update(derived)
     if "mit_heads" not in values:
         match = [
-            p for p in MIT_PRESETS.values()
-            if (tuple(p["depths"]), tuple(p["hidden"])) == (derived["mit_depths"], derived["mit_hidden_sizes"])
+            p
+            for p in MIT_PRESETS.values()
+            if (tuple(p["depths"]), tuple(p["hidden"]))
+            == (derived["mit_depths"], derived["mit_hidden_sizes"])
         ]
         values["mit_heads"] = tuple(match[0]["heads"]) if match else (1, 2, 5, 8)
     if "num_heads" not in values:
@@ -165,7 +176,9 @@ def infer_config(state: Mapping[str, Any], hparams: Any = None) -> ModelConfig:
     try:
         return ModelConfig(**values)
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"cannot work out the network's architecture from the checkpoint: {exc}") from None
+        raise CheckpointError(
+            f"cannot work out the network's architecture from the checkpoint: {exc}"
+        ) from None
 
 
 def check_state(expected: Mapping[str, Any], found: Mapping[str, Any], source: str) -> None:

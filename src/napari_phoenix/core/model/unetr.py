@@ -43,7 +43,7 @@ class SingleDeconv3DBlock(nn.Module):
         super().__init__()
         self.block = nn.ConvTranspose3d(in_planes, out_planes, kernel_size=2, stride=2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
 
 
@@ -60,9 +60,11 @@ class SingleConv3DBlock(nn.Module):
 
     def __init__(self, in_planes: int, out_planes: int, kernel_size: int) -> None:
         super().__init__()
-        self.block = nn.Conv3d(in_planes, out_planes, kernel_size, stride=1, padding=(kernel_size - 1) // 2)
+        self.block = nn.Conv3d(
+            in_planes, out_planes, kernel_size, stride=1, padding=(kernel_size - 1) // 2
+        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
 
 
@@ -81,7 +83,7 @@ class Conv3DBlock(nn.Module):
             SingleConv3DBlock(in_planes, out_planes, 3), nn.BatchNorm3d(out_planes), nn.ReLU(True)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
 
 
@@ -103,7 +105,7 @@ class Deconv3DBlock(nn.Module):
             nn.ReLU(True),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
 
 
@@ -125,7 +127,7 @@ class SelfAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.num_heads, self.head_dim).permute(0, 2, 1, 3)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
         probs = self.attn_dropout(scores.softmax(dim=-1))
@@ -142,7 +144,7 @@ class PositionwiseFeedForward(nn.Module):
         self.w_2 = nn.Linear(mlp_dim, embed_dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w_2(self.dropout(torch.relu(self.w_1(x))))
 
 
@@ -156,7 +158,7 @@ class TransformerBlock(nn.Module):
         self.mlp = PositionwiseFeedForward(cfg.embed_dim, cfg.mlp_dim, cfg.dropout)
         self.attn = SelfAttention(cfg.num_heads, cfg.embed_dim, cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.attention_norm(x))
         return x + self.mlp(self.mlp_norm(x))
 
@@ -173,7 +175,7 @@ class Embeddings(nn.Module):
         )
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embeddings(x).flatten(2).transpose(-1, -2)
         return self.dropout(x + self.position_embeddings)
 
@@ -192,7 +194,7 @@ class Transformer(nn.Module):
         self.encoder_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
         self.extract_layers = tuple(cfg.extract_layers)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         hidden = self.embeddings(x)
         out = []
         for depth, block in enumerate(self.layer, start=1):
@@ -218,13 +220,20 @@ class UNETR(nn.Module):
         e = cfg.embed_dim
         f1, f2, f3 = cfg.decoder_filters
         self.transformer = Transformer(cfg)
-        self.decoder0 = nn.Sequential(Conv3DBlock(cfg.in_channels, f3 // 4), Conv3DBlock(f3 // 4, f3 // 2))
-        self.decoder3 = nn.Sequential(Deconv3DBlock(e, f1), Deconv3DBlock(f1, f2), Deconv3DBlock(f2, f3))
+        self.decoder0 = nn.Sequential(
+            Conv3DBlock(cfg.in_channels, f3 // 4), Conv3DBlock(f3 // 4, f3 // 2)
+        )
+        self.decoder3 = nn.Sequential(
+            Deconv3DBlock(e, f1), Deconv3DBlock(f1, f2), Deconv3DBlock(f2, f3)
+        )
         self.decoder6 = nn.Sequential(Deconv3DBlock(e, f1), Deconv3DBlock(f1, f2))
         self.decoder9 = Deconv3DBlock(e, f1)
         self.decoder12_upsampler = SingleDeconv3DBlock(e, f1)
         self.decoder9_upsampler = nn.Sequential(
-            Conv3DBlock(2 * f1, f1), Conv3DBlock(f1, f1), Conv3DBlock(f1, f1), SingleDeconv3DBlock(f1, f2)
+            Conv3DBlock(2 * f1, f1),
+            Conv3DBlock(f1, f1),
+            Conv3DBlock(f1, f1),
+            SingleDeconv3DBlock(f1, f2),
         )
         self.decoder6_upsampler = nn.Sequential(
             Conv3DBlock(2 * f2, f2), Conv3DBlock(f2, f2), SingleDeconv3DBlock(f2, f3)
