@@ -2,9 +2,10 @@
 
 ``InkNet().state_dict()`` with ``model.`` in front of every key is, key for key
 and shape for shape, the ``state_dict`` of the prize Lightning checkpoint.
-The SegFormer is this package's copy of ``transformers`` 4.x (see
-:mod:`.segformer` for why); :func:`segformer_config` describes the same network
-for ``transformers`` where a comparison is wanted.
+The SegFormer is ``transformers.SegformerForSemanticSegmentation`` built from a
+local ``SegformerConfig`` (never a hub download). ``transformers`` is pinned
+below 5: version 5 renamed SegFormer's modules (``segformer.stages.N.blocks``
+for ``segformer.encoder.block.N``), which would break the checkpoint's keys.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .segformer import SegformerForSemanticSegmentation, SegformerSettings
 from .unetr import UNETR
 
 
@@ -61,8 +61,8 @@ class InkNet(nn.Module):
     encoder : UNETR
         ``(B, 1, D, H, W)`` -> ``(B, C, D, H, W)``.
     encoder_2d : SegformerForSemanticSegmentation
-        ``(B, C, H, W)`` -> ``(B, num_labels, H/4, W/4)``; the parameter names
-        of ``transformers.SegformerForSemanticSegmentation`` 4.x.
+        ``transformers.SegformerForSemanticSegmentation``:
+        ``(B, C, H, W)`` -> ``(B, num_labels, H/4, W/4)``.
     config : ModelConfig
         The sizes it was built with.
     provenance : dict
@@ -75,9 +75,9 @@ class InkNet(nn.Module):
         self.provenance: dict[str, Any] = {}
         self.encoder = UNETR(self.config)
         self.dropout = nn.Dropout2d(self.config.dropout_2d)
-        self.encoder_2d = SegformerForSemanticSegmentation(
-            SegformerSettings.from_config(self.config)
-        )
+        from transformers import SegformerForSemanticSegmentation
+
+        self.encoder_2d = SegformerForSemanticSegmentation(segformer_config(self.config))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predict ink logits; apply ``torch.sigmoid`` for probabilities.
@@ -100,7 +100,7 @@ class InkNet(nn.Module):
             )
         volume = self.encoder(x)
         image = self.dropout(volume.max(dim=2).values)
-        logits = self.encoder_2d(image)
+        logits = self.encoder_2d(pixel_values=image).logits
         return logits[:, 0] if self.config.num_labels == 1 else logits
 
     def prize_state_dict(self) -> dict[str, torch.Tensor]:
