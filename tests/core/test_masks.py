@@ -399,3 +399,15 @@ def test_mask_from_layer(dtype):
 def test_mask_from_layer_rejects_stacks():
     with pytest.raises(MaskError, match="2-D"):
         mask_from_layer(np.zeros((2, 3, 4), np.uint8))
+
+
+def test_iter_mask_columns_equals_read_mask_slices(write_png):
+    from napari_phoenix.core.masks import iter_mask_columns
+
+    path = write_png(_mode_image("RGBA")[0])
+    full = read_mask(path)
+    ranges = [(0, 10), (10, 37), (37, full.shape[1])]
+    got = list(iter_mask_columns(path, ranges))
+    assert [(a, b) for a, b, _ in got] == ranges
+    for a, b, piece in got:
+        np.testing.assert_array_equal(piece, full[:, a:b])

@@ -111,9 +111,9 @@ class _Writer:
         if self.fd is None:
             self.buffer[r0 : r0 + len(rows)] = rows
             return
-        data = np.ascontiguousarray(rows, dtype=self.dtype).tobytes()
+        data = np.ascontiguousarray(rows, dtype=self.dtype)
         pos = self.offset + r0 * self.shape[1] * self.dtype.itemsize
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         while view:
             n = os.pwrite(self.fd, view, pos)
             view, pos = view[n:], pos + n

@@ -348,22 +348,26 @@ def iter_split(params: SplitParams) -> Iterator[Progress]:
 
 
 def _write_masks(stack, params: SplitParams, chunks: Sequence[Chunk]) -> list[tuple[str, int, int]]:
-    from .masks import mask_from_layer, read_mask, write_mask
+    from .masks import iter_mask_columns, mask_from_layer, read_mask_shape, write_mask
 
     if not chunks:
         return []
     mask_png = Path(params.segment) / "mask.png"
-    full = read_mask(mask_png) if mask_png.is_file() else None
-    if full is not None and full.shape != stack.shape[1:]:
-        raise SplitError(f"{mask_png} is {full.shape[1]} x {full.shape[0]} px, the layers {stack.shape[2]} x {stack.shape[1]}")
-    number = params.mask_layer if params.mask_layer is not None else stack.layer_numbers[len(stack.layer_numbers) // 2]
+    ranges = [(c.x0, c.x1) for c in chunks]
+    if mask_png.is_file():
+        shape = read_mask_shape(mask_png)
+        if tuple(shape) != tuple(stack.shape[1:]):
+            raise SplitError(
+                f"{mask_png} is {shape[1]:,} x {shape[0]:,} px, the layers {stack.shape[2]:,} x {stack.shape[1]:,}"
+            )
+        # one decode, one chunk's bool mask at a time
+        pieces = iter_mask_columns(mask_png, ranges)
+    else:
+        number = params.mask_layer if params.mask_layer is not None else stack.layer_numbers[len(stack.layer_numbers) // 2]
+        src = stack.sources[stack.index_of(number)]
+        pieces = ((x0, x1, mask_from_layer(src.read(slice(None), slice(x0, x1)))) for x0, x1 in ranges)
     results = []
-    for c in chunks:
-        if full is not None:
-            piece = full[:, c.x0 : c.x1]
-        else:
-            src = stack.sources[stack.index_of(number)]
-            piece = mask_from_layer(src.read(slice(None), slice(c.x0, c.x1)))
+    for c, (_, _, piece) in zip(chunks, pieces, strict=True):
         path = c.folder / "mask.png"
         try:
             write_mask(path, piece)  # an earlier, different mask.png goes to .history/

@@ -201,8 +201,40 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         or a 16-bit colour image.
     """
     path = Path(path)
-    with large_images_allowed(), _open_image(path) as im:
+    with _decoded(path) as (im, binarize):
         h, w = im.height, im.width
+        return _binarize_window(im, binarize, 0, w)
+
+
+def iter_mask_columns(path: str | os.PathLike, columns) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Decode a mask once and yield it binarized column range by column range.
+
+    For cutting a huge mask into chunks: only one range's bool array exists at
+    a time (beside Pillow's decoded image), not the whole mask's.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The mask file (as :func:`read_mask`).
+    columns : iterable of (int, int)
+        ``(x0, x1)`` column ranges.
+
+    Yields
+    ------
+    tuple
+        ``(x0, x1, mask)`` with ``mask`` the bool array ``(H, x1 - x0)``,
+        identical to ``read_mask(path)[:, x0:x1]``.
+    """
+    path = Path(path)
+    with _decoded(path) as (im, binarize):
+        for x0, x1 in columns:
+            yield x0, x1, _binarize_window(im, binarize, x0, x1)
+
+
+@contextlib.contextmanager
+def _decoded(path: Path):
+    """The decoded Pillow image and its binarizer (bomb limit lifted, errors as MaskError)."""
+    with large_images_allowed(), _open_image(path) as im:
         try:
             if im.format == "JPEG" and im.mode in ("RGB", "YCbCr"):
                 im.draft("L", im.size)  # libjpeg's gray output (Y), as OpenCV asks for
@@ -214,10 +246,16 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
             raise MaskError(
                 f"{path} is truncated or corrupt ({exc}); copy or export the mask again"
             ) from None
-        out = np.empty((h, w), dtype=bool)
-        step = max(1, _STRIP_PIXELS // w)
-        for y0 in range(0, h, step):
-            out[y0 : y0 + step] = binarize(im.crop((0, y0, w, min(h, y0 + step))))
+        yield im, binarize
+
+
+def _binarize_window(im, binarize, x0: int, x1: int) -> np.ndarray:
+    """Columns ``x0:x1`` binarized in row strips (bounded temporaries)."""
+    h = im.height
+    out = np.empty((h, x1 - x0), dtype=bool)
+    step = max(1, _STRIP_PIXELS // max(1, x1 - x0))
+    for y0 in range(0, h, step):
+        out[y0 : y0 + step] = binarize(im.crop((x0, y0, x1, min(h, y0 + step))))
     return out
 
 
