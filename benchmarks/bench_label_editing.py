@@ -35,6 +35,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
+
+from bench_open_stack import update_section  # noqa: E402  (sibling script, same docs file)
 LOAD_AT_START = os.getloadavg()[0]  # other work on the machine skews timings
 RESPONSIVE_MS = 100
 FILL_SMALL = "fill small enclosed blob (1 -> 2)"
@@ -247,19 +249,6 @@ the edits (undo history included).
 
 Reproduce: `.venv/bin/python benchmarks/bench_label_editing.py`.
 """
-
-
-def update_section(name: str, body: str) -> None:
-    """Replace the text between this benchmark's markers in docs/benchmarks.md."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = DOCS.read_text() if DOCS.exists() else (
-        "# Benchmarks\n\nFigures written by the scripts in `benchmarks/`; rerun them to refresh.\n")
-    block = f"{start}\n{body.strip()}\n{end}"
-    if start in text and end in text:
-        text = text.split(start)[0] + block + text.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOCS.write_text(text)
 
 
 if __name__ == "__main__":
