@@ -203,3 +203,25 @@ def test_disk_full_mid_write_is_a_clear_error_and_loses_nothing(segment, monkeyp
     monkeypatch.setattr(os, "pwrite", real)
     written = nx.split_segment(root, chunk_width=100, workers=1)
     assert len([p for p in written if p.suffix == ".tif"]) == 21 - len(finished)
+
+
+def test_disk_full_while_writing_masks_is_a_clear_error(segment, monkeypatch):
+    from napari_phoenix.core import masks
+
+    root, _, mask = segment
+    real = masks.MaskWriter.write
+
+    def write(self, band):
+        if self.rows + len(band) > 20:  # the disk fills half way down
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, band)
+
+    monkeypatch.setattr(masks.MaskWriter, "write", write)
+    with pytest.raises(SplitError, match="disk is full while writing"):
+        nx.split_segment(root, chunk_width=100, workers=1)
+    parts = root / "parts_contrasted"
+    assert not list(parts.rglob("mask.png")) and not list(parts.rglob(".*partial*"))
+    monkeypatch.setattr(masks.MaskWriter, "write", real)
+    written = nx.split_segment(root, chunk_width=100, workers=1)
+    assert sorted(p.parent.name for p in written if p.name == "mask.png") == [f"{root.name}_0{i}" for i in (1, 2, 3)]
+    np.testing.assert_array_equal(nx.read_mask(parts / f"{root.name}_03" / "mask.png"), mask[:, 200:])

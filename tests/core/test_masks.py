@@ -227,6 +227,27 @@ def test_write_then_read_round_trip(tmp_path):
     assert not list(tmp_path.glob(".*partial*"))  # no temporary file left behind
 
 
+def test_mask_writer_streams_bands_and_writes_only_whole_masks(tmp_path):
+    from napari_phoenix.core.masks import mask_writer
+
+    ink = _stroke((50, 70)) > 100
+    path = tmp_path / "label.png"
+    with mask_writer(path, ink.shape) as out:
+        for y0 in range(0, 50, 7):
+            out.write(ink[y0 : y0 + 7])
+    np.testing.assert_array_equal(read_mask(path), ink)
+    np.testing.assert_array_equal(_cv2_white(path), ink)
+    with pytest.raises(MaskError, match="49 of its 50 rows"), mask_writer(path, ink.shape) as out:
+        out.write(~ink[:49])  # one row short: nothing replaces the good file
+    with pytest.raises(MaskError, match=r"\(rows, 70\)"), mask_writer(path, ink.shape) as out:
+        out.write(ink[:, :69])
+    np.testing.assert_array_equal(read_mask(path), ink)
+    assert mask_history(path) == [] and not list(tmp_path.glob(".*partial*"))
+    with mask_writer(path, ink.shape) as out:
+        out.write(~ink)
+    assert len(mask_history(path)) == 1 and read_mask(path).tolist() == (~ink).tolist()
+
+
 def test_ink_under_ignore_survives(tmp_path):
     ink = np.zeros((30, 30), bool)
     ink[5:25, 5:25] = True
@@ -401,13 +422,87 @@ def test_mask_from_layer_rejects_stacks():
         mask_from_layer(np.zeros((2, 3, 4), np.uint8))
 
 
-def test_iter_mask_columns_equals_read_mask_slices(write_png):
-    from napari_phoenix.core.masks import iter_mask_columns
+def _split_idat(path, size=37):
+    """Rewrite a PNG with its image data cut into many small IDAT chunks."""
+    data = path.read_bytes()
+    chunks, pos, idat = [], 8, b""
+    while pos < len(data):
+        (length,), kind = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"IDAT":
+            idat += body
+        else:
+            if kind == b"IEND":
+                chunks += [_chunk(b"IDAT", idat[i : i + size]) for i in range(0, len(idat), size)]
+            chunks.append(_chunk(kind, body))
+        pos += 12 + length
+    path.write_bytes(data[:8] + b"".join(chunks))
+    return path
 
-    path = write_png(_mode_image("RGBA")[0])
-    full = read_mask(path)
-    ranges = [(0, 10), (10, 37), (37, full.shape[1])]
-    got = list(iter_mask_columns(path, ranges))
-    assert [(a, b) for a, b, _ in got] == ranges
-    for a, b, piece in got:
-        np.testing.assert_array_equal(piece, full[:, a:b])
+
+def _bands(path, band_pixels):
+    from napari_phoenix.core.masks import iter_mask_rows
+
+    got = list(iter_mask_rows(path, band_pixels))
+    assert [y0 for y0, _ in got] == list(np.cumsum([0] + [len(b) for _, b in got[:-1]]))
+    return np.concatenate([b for _, b in got])
+
+
+@pytest.mark.parametrize("gamma", ["none", "sRGB"])
+@pytest.mark.parametrize("mode", MODES)
+def test_streamed_bands_equal_read_mask(write_png, mode, gamma):
+    im, save = _mode_image(mode)
+    path = _split_idat(write_png(im, chunks=GAMMAS[gamma], **save))
+    whole = read_mask(path)
+    for band_pixels in (1, 96 * 5, 1 << 22):  # a row per band, 5 rows, all at once
+        np.testing.assert_array_equal(_bands(path, band_pixels), whole)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+@pytest.mark.parametrize("kind", ["gray", "palette"])
+def test_streamed_bands_of_packed_pngs(write_png, kind, bits):
+    rng = np.random.default_rng(bits)
+    if kind == "gray":
+        top = (1 << bits) - 1
+        v = rng.integers(0, top + 1, (29, 53), dtype=np.uint8) * (255 // top)
+        path = write_png(Image.fromarray(v), bits=bits)  # Pillow writes L with bits < 8 packed
+    else:
+        path = write_png(_palette_image().quantize(1 << bits), bits=bits)
+    whole = read_mask(path)
+    assert whole.any() and not whole.all()
+    np.testing.assert_array_equal(_bands(path, 7), whole)
+    if kind == "gray":
+        np.testing.assert_array_equal(whole, _cv2_white(path))
+
+
+def test_streamed_bands_of_an_interlaced_png_fall_back(tmp_path):
+    # Adam7 by hand (Pillow and OpenCV write no interlaced PNG): 8-bit gray, filter None
+    v = _stroke().astype(np.uint8)
+    passes = [(0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1)]
+    raw = b"".join(
+        b"\x00" + row.tobytes() for y0, x0, dy, dx in passes for row in v[y0::dy, x0::dx] if row.size
+    )
+    ihdr = struct.pack(">IIBBBBB", v.shape[1], v.shape[0], 8, 0, 0, 0, 1)
+    path = tmp_path / "adam7.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw))
+                     + _chunk(b"IEND", b""))  # fmt: skip
+    np.testing.assert_array_equal(read_mask(path), v == 255)
+    np.testing.assert_array_equal(_bands(path, 96 * 3), v == 255)
+
+
+@pytest.mark.parametrize("cut", ["half-idat", "no-iend", "bad-crc"])
+def test_streamed_bands_refuse_damaged_pngs(write_png, cut):
+    from napari_phoenix.core.masks import iter_mask_rows
+
+    path = write_png(_mode_image("L")[0])
+    data = path.read_bytes()
+    at = data.index(b"IDAT")
+    if cut == "half-idat":
+        data = data[: at + 40]
+    elif cut == "no-iend":
+        data = data[: data.index(b"IEND") - 4]
+    else:
+        data = data[: at + 10] + bytes([data[at + 10] ^ 1]) + data[at + 11 :]
+    path.write_bytes(data)
+    with pytest.raises(MaskError, match="truncated or corrupt"):
+        list(iter_mask_rows(path))

@@ -19,6 +19,7 @@ holds different data.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -348,35 +349,35 @@ def iter_split(params: SplitParams) -> Iterator[Progress]:
 
 
 def _write_masks(stack, params: SplitParams, chunks: Sequence[Chunk]) -> list[tuple[str, int, int]]:
-    from .masks import iter_mask_columns, mask_from_layer, read_mask_shape, write_mask
+    """Every chunk's mask.png in one pass over the source's rows (a band in memory at a time)."""
+    from .masks import iter_mask_rows, mask_writer, read_mask_shape
 
     if not chunks:
         return []
     mask_png = Path(params.segment) / "mask.png"
-    ranges = [(c.x0, c.x1) for c in chunks]
+    height, width = stack.shape[1:]
+    band = max(1, (1 << 22) // width)
     if mask_png.is_file():
         shape = read_mask_shape(mask_png)
-        if tuple(shape) != tuple(stack.shape[1:]):
-            raise SplitError(
-                f"{mask_png} is {shape[1]:,} x {shape[0]:,} px, the layers {stack.shape[2]:,} x {stack.shape[1]:,}"
-            )
-        # one decode, one chunk's bool mask at a time
-        pieces = iter_mask_columns(mask_png, ranges)
-    else:
+        if tuple(shape) != (height, width):
+            raise SplitError(f"{mask_png} is {shape[1]:,} x {shape[0]:,} px, the layers {width:,} x {height:,}")
+        bands = (b for _, b in iter_mask_rows(mask_png, band * width))
+    else:  # made from a layer: 0 -> 0, else 255
         number = params.mask_layer if params.mask_layer is not None else stack.layer_numbers[len(stack.layer_numbers) // 2]
         src = stack.sources[stack.index_of(number)]
-        pieces = ((x0, x1, mask_from_layer(src.read(slice(None), slice(x0, x1)))) for x0, x1 in ranges)
-    results = []
-    for c, (_, _, piece) in zip(chunks, pieces, strict=True):
-        path = c.folder / "mask.png"
-        try:
-            write_mask(path, piece)  # an earlier, different mask.png goes to .history/
-        except OSError as err:
-            if err.errno == errno.ENOSPC:
-                raise disk_full_error(path) from err
-            raise
-        results.append((str(path), path.stat().st_size, file_crc32(path)))
-    return results
+        bands = (src.read(slice(y0, min(height, y0 + band)), slice(None)) != 0 for y0 in range(0, height, band))
+    paths = [c.folder / "mask.png" for c in chunks]
+    try:
+        with contextlib.ExitStack() as files:  # an earlier, different mask.png goes to .history/
+            writers = [files.enter_context(mask_writer(p, (height, c.x1 - c.x0))) for p, c in zip(paths, chunks)]
+            for rows in bands:
+                for w, c in zip(writers, chunks):
+                    w.write(rows[:, c.x0 : c.x1])
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise disk_full_error(paths[0].parent) from err
+        raise
+    return [(str(p), p.stat().st_size, file_crc32(p)) for p in paths]
 
 
 def split_segment(params: SplitParams | str | os.PathLike, **overrides) -> list[Path]:

@@ -20,6 +20,7 @@ formats use OpenCV's ``cvtColor``, ``(4899 R + 9617 G + 1868 B + 8192) >> 14``
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import re
@@ -40,6 +41,7 @@ from .imaging import MAX_MASK_PIXELS, large_images_allowed
 #: Folder beside a mask that keeps the versions :func:`write_mask` replaced.
 HISTORY_DIR = ".history"
 _STRIP_PIXELS = 1 << 22  # binarized at a time: temporaries stay ~16 MiB each
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _RGB_MODES = ("RGB", "RGBA", "RGBX", "RGBa")
 
 @contextlib.contextmanager
@@ -206,29 +208,166 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         return _binarize_window(im, binarize, 0, w)
 
 
-def iter_mask_columns(path: str | os.PathLike, columns) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Decode a mask once and yield it binarized column range by column range.
+def iter_mask_rows(path: str | os.PathLike, band_pixels: int = 1 << 22) -> Iterator[tuple[int, np.ndarray]]:
+    """Binarize a mask band of rows by band, never holding the whole image.
 
-    For cutting a huge mask into chunks: only one range's bool array exists at
-    a time (beside Pillow's decoded image), not the whole mask's.
+    Non-interlaced PNG (every mask the prize pipeline wrote) is inflated as a
+    stream and unfiltered band by band, so memory stays near ``band_pixels``
+    bytes whatever the mask's size. Interlaced PNG and other formats are
+    decoded whole first (Pillow cannot stream them), then cut.
 
     Parameters
     ----------
     path : str or path-like
         The mask file (as :func:`read_mask`).
-    columns : iterable of (int, int)
-        ``(x0, x1)`` column ranges.
+    band_pixels : int, optional
+        About how many pixels a band holds.
 
     Yields
     ------
     tuple
-        ``(x0, x1, mask)`` with ``mask`` the bool array ``(H, x1 - x0)``,
-        identical to ``read_mask(path)[:, x0:x1]``.
+        ``(y0, band)`` with ``band`` the bool array ``(rows, W)``: the bands
+        concatenated are exactly ``read_mask(path)``.
     """
     path = Path(path)
-    with _decoded(path) as (im, binarize):
-        for x0, x1 in columns:
-            yield x0, x1, _binarize_window(im, binarize, x0, x1)
+    png = _png_stream_info(path)
+    if png is None:
+        with _decoded(path) as (im, binarize):
+            step = max(1, band_pixels // max(1, im.width))
+            for y0 in range(0, im.height, step):
+                y1 = min(im.height, y0 + step)
+                yield y0, binarize(im.crop((0, y0, im.width, y1)))
+        return
+    yield from _png_bands(path, png, band_pixels)
+
+
+def _png_stream_info(path: Path) -> dict | None:
+    """IHDR, palette and white rule of a non-interlaced PNG we can stream; else None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(33)
+    except FileNotFoundError:
+        raise MaskError(f"mask file {path} does not exist. Check the path.") from None
+    if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        return None
+    w, h, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
+    if interlace or ctype not in _PNG_CHANNELS or w == 0 or h == 0:
+        return None
+    if w * h > MAX_MASK_PIXELS:
+        raise MaskError(
+            f"{path} is {h:,} x {w:,} pixels, more than MAX_MASK_PIXELS "
+            f"({MAX_MASK_PIXELS:,}). Raise masks.MAX_MASK_PIXELS if it is real."
+        )
+    if depth > 8 and ctype in (2, 6):
+        raise MaskError(
+            f"{path} is a {depth}-bit colour PNG image, which cannot be binarized as "
+            "OpenCV does. Save the mask as an 8-bit gray or palette PNG."
+        )
+    channels = _PNG_CHANNELS[ctype]
+    info = {"width": w, "height": h, "depth": depth, "ctype": ctype,
+            "bpp": max(1, channels * depth // 8), "row_bytes": (w * channels * depth + 7) // 8}  # fmt: skip
+    if ctype in (2, 3, 6):
+        info["rule"] = _white_rule("png", _png_header(path)[1])
+    return info
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
+#: Byte-exact 8-bit PNG colour type per filter stride (bytes per pixel) for the unfilter trick.
+_CARRIER = {1: 0, 2: 4, 3: 2, 4: 6}
+
+
+def _png_chunks(fh, path: Path) -> Iterator[tuple[bytes, bytes]]:
+    fh.seek(8)
+    while True:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise MaskError(f"{path} is truncated or corrupt (no IEND); copy or export the mask again")
+        length, kind = struct.unpack(">I4s", head)
+        data, crc = fh.read(length), fh.read(4)
+        if len(data) < length or len(crc) < 4:
+            raise MaskError(f"{path} is truncated or corrupt ({kind!r} cut short); copy or export the mask again")
+        if zlib.crc32(kind + data) != struct.unpack(">I", crc)[0] and kind in (b"IHDR", b"PLTE", b"IDAT"):
+            raise MaskError(f"{path} is truncated or corrupt (bad {kind.decode('latin-1')} CRC); copy or export the mask again")
+        yield kind, data
+        if kind == b"IEND":
+            return
+
+
+def _png_bands(path: Path, png: dict, band_pixels: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Inflate IDAT as a stream; Pillow unfilters each band, seeded with the row above.
+
+    A band's filtered rows are re-wrapped, verbatim, in a small PNG whose first
+    row is the previous band's last raw row (filter None): PNG filters only look
+    one row up, so Pillow's C unfilter gives the band's exact raw bytes.
+    """
+    w, h, rb, bpp = png["width"], png["height"], png["row_bytes"], png["bpp"]
+    carrier_w = rb // bpp
+    step = max(1, band_pixels // max(1, w))
+    prev = bytes(1 + rb)  # filter None + zeros: PNG's "row above the first"
+    inflate, pending, y0, palette = zlib.decompressobj(), bytearray(), 0, None
+    binarize = None
+    with open(path, "rb") as fh:
+        for kind, data in _png_chunks(fh, path):
+            if kind == b"PLTE":
+                palette = data
+            if kind != b"IDAT":
+                if kind == b"IEND":
+                    break
+                continue
+            if binarize is None:
+                binarize = _raw_binarizer(png, palette, path)
+            while data and y0 < h:  # inflate at most a band at a time: masks compress 1000:1
+                try:
+                    pending += inflate.decompress(data, step * (1 + rb))
+                except zlib.error as exc:
+                    raise MaskError(f"{path} is truncated or corrupt ({exc}); copy or export the mask again") from None
+                data = inflate.unconsumed_tail
+                while y0 < h and len(pending) >= min(step, h - y0) * (1 + rb):
+                    n = min(step, h - y0)
+                    raw = _unfilter(prev + bytes(pending[: n * (1 + rb)]), rb, carrier_w, bpp, n + 1)
+                    del pending[: n * (1 + rb)]
+                    prev = b"\x00" + raw[-1].tobytes()
+                    yield y0, binarize(raw[1:])
+                    y0 += n
+    if y0 < h:
+        raise MaskError(f"{path} is truncated or corrupt ({h - y0:,} rows missing); copy or export the mask again")
+
+
+def _unfilter(filtered: bytes, rb: int, carrier_w: int, bpp: int, rows: int) -> np.ndarray:
+    ihdr = struct.pack(">IIBBBBB", carrier_w, rows, 8, _CARRIER[bpp], 0, 0, 0)
+    body = _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(filtered, 0)) + _png_chunk(b"IEND", b"")
+    with Image.open(io.BytesIO(_PNG_SIGNATURE + body)) as im:
+        return np.asarray(im).reshape(rows, rb)
+
+
+def _raw_binarizer(png: dict, palette: bytes | None, path: Path):
+    """Function: raw PNG rows (uint8, (n, row_bytes)) -> bool, as :func:`read_mask`."""
+    w, depth, ctype = png["width"], png["depth"], png["ctype"]
+
+    def samples(raw):  # one sample per pixel (gray or index), depth <= 8
+        if depth == 8:
+            return raw[:, :w]
+        per = 8 // depth
+        shifts = np.arange(8 - depth, -1, -depth, dtype=np.uint8)
+        return ((raw[:, :, None] >> shifts) & ((1 << depth) - 1)).reshape(len(raw), -1)[:, :w]
+
+    if ctype == 0 and depth == 16:
+        return lambda raw: raw[:, 0::2] == 255  # libpng keeps the high byte
+    if ctype == 0:
+        top = (1 << depth) - 1
+        return lambda raw: samples(raw) == top
+    if ctype == 4:
+        return lambda raw: raw[:, 0 :: (2 if depth == 8 else 4)] == 255
+    if ctype == 3:
+        if palette is None:
+            raise MaskError(f"{path} is a palette PNG without a palette; export the mask again")
+        pal = np.zeros((256, 3), np.uint8)  # indices past the palette read black
+        colours = np.frombuffer(palette, np.uint8)[: len(palette) // 3 * 3].reshape(-1, 3)[:256]
+        pal[: len(colours)] = colours
+        lut = _is_white(pal[:, 0], pal[:, 1], pal[:, 2], png["rule"])
+        return lambda raw: lut[samples(raw)]
+    n = 3 if ctype == 2 else 4
+    return lambda raw: _is_white(raw[:, 0::n], raw[:, 1::n], raw[:, 2::n], png["rule"])
 
 
 @contextlib.contextmanager
@@ -301,6 +440,85 @@ def _keep_history(path: Path) -> Path:
     raise MaskError(f"no free name for the previous version of {path} in {folder}")
 
 
+class MaskWriter:
+    """Write an 8-bit gray 0/255 PNG band of rows by band (see :func:`mask_writer`)."""
+
+    def __init__(self, fh, shape: tuple[int, int], level: int = 6):
+        self.height, self.width = shape
+        self.rows = 0
+        self._above = np.zeros(self.width, np.uint8)  # PNG's row above the first
+        self._fh, self._zip, self._out = fh, zlib.compressobj(level), bytearray()
+        ihdr = struct.pack(">IIBBBBB", self.width, self.height, 8, 0, 0, 0, 0)
+        fh.write(_PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr))
+
+    def write(self, band: np.ndarray) -> None:
+        """Append rows: a 2-D bool / integer array ``(rows, W)``, nonzero written as 255."""
+        band = np.asarray(band)
+        if band.ndim != 2 or band.shape[1] != self.width:
+            raise MaskError(f"mask rows must be (rows, {self.width}); got {band.shape}")
+        if self.rows + len(band) > self.height:
+            raise MaskError(f"more than the {self.height:,} rows announced for this mask")
+        pixels = np.empty((1 + len(band), self.width), np.uint8)
+        pixels[0] = self._above
+        np.not_equal(band, 0, out=pixels[1:].view(bool))
+        pixels[1:] *= 255
+        rows = np.full((len(band), 1 + self.width), 2, np.uint8)  # filter Up: masks compress 2x better
+        np.subtract(pixels[1:], pixels[:-1], out=rows[:, 1:])
+        self._above = pixels[-1].copy()
+        self._out += self._zip.compress(rows)
+        self.rows += len(band)
+        if len(self._out) >= 1 << 20:
+            self._fh.write(_png_chunk(b"IDAT", bytes(self._out)))
+            self._out.clear()
+
+    def _finish(self) -> None:
+        if self.rows != self.height:
+            raise MaskError(f"mask has {self.rows:,} of its {self.height:,} rows; not written")
+        self._out += self._zip.flush()
+        self._fh.write(_png_chunk(b"IDAT", bytes(self._out)) + _png_chunk(b"IEND", b""))
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+@contextlib.contextmanager
+def mask_writer(path: str | os.PathLike, shape: tuple[int, int], *, keep_history: bool = True) -> Iterator[MaskWriter]:
+    """Stream a mask to ``path`` as an 8-bit gray 0/255 PNG, atomically.
+
+    Rows go in with :meth:`MaskWriter.write` (a band at a time: memory stays at
+    one band whatever the mask's size). The file appears only when all
+    ``shape[0]`` rows were written and the block exits without an error; a file
+    already there is kept in ``.history/`` first, as :func:`write_mask` does.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Target ``.png`` file.
+    shape : tuple of int
+        ``(height, width)`` of the mask.
+    keep_history : bool, optional
+        Keep the replaced version (the default).
+
+    Yields
+    ------
+    MaskWriter
+        Call ``write(rows)`` until every row is written.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise MaskError(f"masks are written as PNG; name the file *.png, not {path.name}")
+    if len(shape) != 2 or min(shape) < 1:
+        raise MaskError(f"a mask must be a non-empty 2-D array (H, W); got shape {tuple(shape)}")
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        writer = MaskWriter(fh, (int(shape[0]), int(shape[1])))
+        yield writer
+        writer._finish()
+        fh.flush()
+        if keep_history and path.exists():
+            _keep_history(path)
+
+
 def write_mask(path: str | os.PathLike, mask: np.ndarray, *, keep_history: bool = True) -> Path:
     """Write a mask as an 8-bit gray PNG with values 0 and 255, atomically.
 
@@ -333,13 +551,10 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray, *, keep_history: bool 
         raise MaskError(f"a mask must be bool or integer labels, not {mask.dtype}; threshold it")
     if path.suffix.lower() != ".png":
         raise MaskError(f"masks are written as PNG; name the file *.png, not {path.name}")
-    out = np.empty(mask.shape, dtype=np.uint8)
-    np.not_equal(mask, 0, out=out.view(bool))
-    out *= 255
-    if keep_history and path.exists():
-        _keep_history(path)
-    with atomic_path(path) as tmp:
-        Image.fromarray(out).save(tmp, format="PNG")
+    step = max(1, _STRIP_PIXELS // mask.shape[1])
+    with mask_writer(path, mask.shape, keep_history=keep_history) as out:
+        for y0 in range(0, mask.shape[0], step):
+            out.write(mask[y0 : y0 + step])
     return path
 
 
