@@ -204,8 +204,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     with _decoded(path) as (im, binarize):
-        h, w = im.height, im.width
-        return _binarize_window(im, binarize, 0, w)
+        return _binarize_window(im, binarize, 0, im.width)
 
 
 def iter_mask_rows(path: str | os.PathLike, band_pixels: int = 1 << 22) -> Iterator[tuple[int, np.ndarray]]:
@@ -347,7 +346,6 @@ def _raw_binarizer(png: dict, palette: bytes | None, path: Path):
     def samples(raw):  # one sample per pixel (gray or index), depth <= 8
         if depth == 8:
             return raw[:, :w]
-        per = 8 // depth
         shifts = np.arange(8 - depth, -1, -depth, dtype=np.uint8)
         return ((raw[:, :, None] >> shifts) & ((1 << depth) - 1)).reshape(len(raw), -1)[:, :w]
 
