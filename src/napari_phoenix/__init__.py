@@ -30,6 +30,12 @@ _API = {
     "PhoenixError": "napari_phoenix.core.errors",
     "LayerStackError": "napari_phoenix.core.errors",
     "MaskError": "napari_phoenix.core.errors",
+    "CheckpointError": "napari_phoenix.core.errors",
+    "load_model": "napari_phoenix.core.model.checkpoint",
+    "save_model": "napari_phoenix.core.model.checkpoint",
+    "convert_checkpoint": "napari_phoenix.core.model.checkpoint",
+    "ModelConfig": "napari_phoenix.core.model.config",
+    "build_network": "napari_phoenix.core.model.network",
 }
 
 __all__ = ["__version__", *_API]
@@ -37,8 +43,11 @@ __all__ = ["__version__", *_API]
 if TYPE_CHECKING:  # pragma: no cover
     from .core.chunks import SplitParams, iter_split, split_segment
     from .core.contrast import contrast, contrast_lut
-    from .core.errors import LayerStackError, MaskError, PhoenixError
+    from .core.errors import CheckpointError, LayerStackError, MaskError, PhoenixError
     from .core.masks import read_mask, write_mask
+    from .core.model.checkpoint import convert_checkpoint, load_model, save_model
+    from .core.model.config import ModelConfig
+    from .core.model.network import build_network
     from .core.phantom import PhantomParams, make_phantom
     from .core.segment import Segment, open_segment
     from .core.stack import LayerStack, open_stack

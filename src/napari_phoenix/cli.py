@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -109,6 +110,19 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    from .core.model.checkpoint import convert_checkpoint
+
+    provenance = {"note": args.note} if args.note else None
+    meta = convert_checkpoint(args.checkpoint, args.out, trusted=args.trusted, provenance=provenance)
+    weights = meta.with_suffix(".safetensors")
+    info = json.loads(meta.read_text())
+    print(f"wrote {weights} and {meta.name}: {info['architecture']}, "
+          f"{info['weights']['parameters']:,} parameters, from {info['provenance']['parent_name']} "
+          f"(sha256 {info['provenance']['parent_sha256'][:12]}…)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="phoenix", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--verify", action="store_true", help="check finished files by CRC, not only size")
     sp.add_argument("--overwrite", action="store_true", help="replace chunk folders holding other data")
     sp.set_defaults(func=cmd_split)
+
+    cv = sub.add_parser("convert", help="convert a prize / Lightning .ckpt into safetensors + JSON")
+    cv.add_argument("checkpoint", help="the .ckpt file")
+    cv.add_argument("out", help="destination (NAME, NAME.safetensors or NAME.json; both files are written)")
+    cv.add_argument("--trusted", action="store_true",
+                    help="allow full unpickling (runs code from the file: only for files you trust)")
+    cv.add_argument("--note", help="free text stored in the provenance")
+    cv.set_defaults(func=cmd_convert)
 
     info = sub.add_parser("info", help="describe a segment, layers folder, TIFF or zarr")
     info.add_argument("path")

@@ -13,3 +13,7 @@ class LayerStackError(PhoenixError, ValueError):
 
 class MaskError(PhoenixError, ValueError):
     """A label, ignore or papyrus mask cannot be read or does not fit its stack."""
+
+
+class CheckpointError(PhoenixError, ValueError):
+    """A checkpoint cannot be read, is unsafe to read, or does not fit the network."""

@@ -115,6 +115,22 @@ def test_ckpt_conversion_round_trip(small_model, small_input, write_ckpt, tmp_pa
     assert torch.equal(_out(converted, small_input), _out(small_model, small_input))
 
 
+def test_cli_convert(small_model, small_input, write_ckpt, tmp_path, capsys):
+    from napari_phoenix.cli import main
+
+    ckpt = write_ckpt(small_model)
+    assert main(["convert", str(ckpt), str(tmp_path / "prize"), "--note", "from the CLI"]) == 0
+    out = capsys.readouterr().out
+    assert "prize.safetensors" in out and "unetr-sf-tiny" in out and file_sha256(ckpt)[:12] in out
+    info = read_model_info(tmp_path / "prize.json")
+    assert info["provenance"]["note"] == "from the CLI" and info["provenance"]["parent_name"] == "best.ckpt"
+    assert torch.equal(_out(load_model(tmp_path / "prize.safetensors"), small_input), _out(small_model, small_input))
+    # an unsafe file is an error message (exit 2), never unpickled without --trusted
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    assert main(["convert", str(tmp_path / "junk.ckpt"), str(tmp_path / "junk")]) == 2
+    assert "phoenix: error:" in capsys.readouterr().err and not (tmp_path / "junk.json").exists()
+
+
 # ---------------------------------------------------------------------- safety
 def test_unsafe_pickle_is_refused_and_nothing_runs(small_model, write_ckpt, tmp_path):
     marker = tmp_path / MARKER_NAME

@@ -22,7 +22,7 @@ _WHERE = {
     "build_network": "network",
     "count_parameters": "network",
     "UNETR": "unetr",
-    "CheckpointError": "state",
+    "CheckpointError": "state",  # defined in napari_phoenix.core.errors
     "infer_config": "state",
     "load_model": "checkpoint",
     "save_model": "checkpoint",

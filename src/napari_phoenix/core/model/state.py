@@ -14,12 +14,10 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..errors import PhoenixError
+from ..errors import CheckpointError
 from .config import MIT_PRESETS, ModelConfig
 
-
-class CheckpointError(PhoenixError, ValueError):
-    """A checkpoint cannot be read, is unsafe to read, or does not fit the network."""
+__all__ = ["CheckpointError", "check_state", "infer_config", "variant_from_hparams"]
 
 
 _ENC = "encoder.transformer."
