@@ -9,7 +9,7 @@ configuration ``unetr-sf-b3`` (see ``docs`` / seed conventions, section "Model")
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import replace, dataclass, field
 from typing import Any
 
 #: Mix Transformer (SegFormer encoder) presets of the ``transformers`` library:
@@ -230,6 +230,18 @@ class ModelConfig:
             decoder_filters=(16, 8, 8),
             unetr_channels=8,
         ).with_mit("tiny")
+
+    @classmethod
+    def demo(cls) -> ModelConfig:
+        """The prize's input and output sizes with tiny widths: for CPU demos and tests of the
+        tiled inference and training (same code path, ~300k parameters).
+
+        Returns
+        -------
+        ModelConfig
+            Input ``(B, 1, 16, 128, 128)``, output ``(B, 32, 32)``.
+        """
+        return replace(cls.small(), tile_size=128)
 
     def with_mit(self, variant: str) -> ModelConfig:
         """Return a copy with the SegFormer encoder of a named MiT preset.

@@ -1,0 +1,531 @@
+"""Tiled inference: probability maps of one or several layer windows, region by region.
+
+:func:`iter_predict` is the one job (a generator of :class:`~.progress.Progress`
+events) behind :func:`predict`, :func:`predict_window`, ``phoenix infer`` and
+the napari widget. It works on regions of output pixels (``region`` px square,
+:func:`~.tiling.plan_regions`): for each, it reads only the input the
+region's tiles need (all windows' layers at once), cuts the used tiles as
+tensors on the device, runs the model on large batches with the TTA variants,
+and blends them exactly as the prize did (:mod:`.tiling`). The next region is
+read from disk while the current one computes. Results go to memory or to a
+zarr store (one array per window plus the composite) as regions finish; an
+interrupted run resumes from the finished regions.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as _dt
+import json
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from .errors import PhoenixError
+from .progress import Progress
+from .tiling import TILE, Region, check_settings, plan_regions
+
+WINDOW_LAYERS = 16  #: layers per model input
+DONE_DIR = ".phoenix-regions"  #: per-region "finished" markers inside an output store
+ZARR_CHUNK = 1024
+
+
+class PredictError(PhoenixError, ValueError):
+    """Inference inputs or settings that cannot work, or an output store that holds other data."""
+
+
+@dataclass(frozen=True)
+class PredictParams:
+    """Settings of a prediction (shared by API, CLI, widget and the stored provenance).
+
+    Parameters
+    ----------
+    windows : tuple of int
+        First layer number of each 16-layer window (the prize title: 3, 4, 5).
+    stride : int
+        Grid step is ``128 // stride`` px (2 -> 64 px, 8 -> 16 px).
+    tta : int
+        0 none, 1 + horizontal flip, 2 + vertical flip, 3 + rot90.
+    batch_size : int
+        Patches per model call (TTA variants included).
+    device : str
+        ``"auto"`` (CUDA if any), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    precision : str
+        ``"auto"`` (fp16 on CUDA, as the prize; fp32 on CPU), ``"fp32"``, ``"bf16"``, ``"fp16"``.
+    region : int
+        Side of an output region in px (rounded down to a multiple of 128,
+        and of the zarr chunk when writing a store).
+    composite : str
+        ``"mean"`` or ``"max"`` of the windows' maps.
+    out : str or None
+        zarr store to write (a directory); None keeps the maps in memory.
+    overwrite : bool
+        Replace an ``out`` store that was made with other settings.
+    """
+
+    windows: tuple[int, ...] = (3, 4, 5)
+    stride: int = 2
+    tta: int = 3
+    batch_size: int = 32
+    device: str = "auto"
+    precision: str = "auto"
+    region: int = 2048
+    composite: str = "mean"
+    out: str | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "windows", tuple(int(w) for w in self.windows))
+        check_settings(self.stride, self.tta)
+        if not self.windows:
+            raise PredictError("give at least one layer window (its first layer number, e.g. 3)")
+        if self.batch_size < 1:
+            raise PredictError(f"batch_size must be at least 1; got {self.batch_size}")
+        if self.composite not in ("mean", "max"):
+            raise PredictError(f"composite must be 'mean' or 'max'; got {self.composite!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Prediction:
+    """What :func:`iter_predict` produced: per-window maps and the composite (numpy or zarr arrays)."""
+
+    windows: dict[int, Any]
+    composite: Any
+    provenance: dict[str, Any] = field(default_factory=dict)
+    store: str | None = None
+
+
+# --------------------------------------------------------------------------- input
+def _layer_numbers(stack: Any) -> list[int]:
+    numbers = getattr(stack, "layer_numbers", None)
+    return list(numbers) if numbers is not None else list(range(stack.shape[0]))
+
+
+def _array(stack: Any) -> Any:
+    data = stack if hasattr(stack, "dtype") else getattr(stack, "data", stack)  # arrays, or LayerStack.data
+    if getattr(data, "ndim", 0) != 3:
+        raise PredictError(f"a stack is (layers, height, width); got shape {getattr(data, 'shape', None)}")
+    if np.dtype(data.dtype) not in (np.uint8, np.uint16):
+        raise PredictError(f"stacks must be uint8 (contrasted) or uint16, not {data.dtype}")
+    return data
+
+
+def _window_rows(numbers: list[int], windows: Sequence[int]) -> tuple[list[int], dict[int, list[int | None]]]:
+    """Stack indices to read (sorted, unique) and, per window, the positions of its 16 layers (None: pad)."""
+    index = {n: i for i, n in enumerate(numbers)}
+    per: dict[int, list[int | None]] = {}
+    for w in windows:
+        if w not in index:
+            raise PredictError(f"window {w} starts at layer {w}, which the stack lacks (layers {numbers[0]}–{numbers[-1]})")
+        per[w] = [index.get(n) for n in range(w, w + WINDOW_LAYERS)]
+        if None in per[w] and any(p is not None for p in per[w][per[w].index(None) :]):
+            raise PredictError(f"window {w} has a gap in its layers {w}–{w + WINDOW_LAYERS - 1}")
+    need = sorted({i for rows in per.values() for i in rows if i is not None})
+    pos = {i: k for k, i in enumerate(need)}
+    return need, {w: [pos[i] if i is not None else None for i in rows] for w, rows in per.items()}
+
+
+def uint16_ranges(data: Any, layers: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """Per-layer (min, max) of a uint16 stack (reads those layers once, lazily if dask)."""
+    import dask.array as da
+
+    arr = data if isinstance(data, da.Array) else da.from_array(data, chunks=(1, 4096, 4096))
+    sub = arr[list(layers)]
+    lo, hi = da.compute(sub.min(axis=(1, 2)), sub.max(axis=(1, 2)))
+    return {i: (int(a), int(b)) for i, a, b in zip(layers, lo, hi, strict=True)}
+
+
+def to_uint8(block: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """A uint16 layer block min-max scaled to 0..255 and truncated to uint8 (the prize's 16-bit rule)."""
+    if hi <= lo:
+        return np.zeros(block.shape, np.uint8)
+    scaled = (block.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+def _read(data: Any, rows: list[int], box: tuple[slice, slice], ranges: dict | None) -> np.ndarray:
+    block = data[rows[0] : rows[-1] + 1, box[0], box[1]]
+    block = np.asarray(block.compute() if hasattr(block, "compute") else block)
+    block = block[[r - rows[0] for r in rows]]
+    if block.dtype == np.uint16:
+        block = np.stack([to_uint8(b, *ranges[r]) for b, r in zip(block, rows, strict=True)])
+    return block
+
+
+# --------------------------------------------------------------------------- compute
+class _Engine:
+    """Per-run state: the model callable, device, weights, settings."""
+
+    def __init__(self, model: Any, params: PredictParams):
+        import torch
+
+        from .model.inference import as_callable, resolve_device
+        from .tiling import gaussian_weight
+
+        self.torch = torch
+        self.params = params
+        if isinstance(model, torch.nn.Module):
+            self.fn = as_callable(model, params.device, precision=params.precision)
+            self.device = self.fn.device
+        else:
+            self.fn = as_callable(model)
+            self.device = getattr(model, "device", None) or resolve_device(params.device)
+        self.weight = torch.from_numpy(gaussian_weight()).to(self.device)
+        self.scale = torch.tensor(1 / 255, dtype=torch.float32, device=self.device)
+        self.patches = 0
+
+    def region(self, region: Region, block: np.ndarray, used: np.ndarray, layout: dict) -> dict[int, Any]:
+        """Every window's map of ``region`` (float32 tensors on the device)."""
+        from .tiling import blend, tta_average, tta_batch
+
+        torch, p = self.torch, self.params
+        ri, rj = region.valid_tiles()
+        used_t = torch.from_numpy(used).to(self.device)
+        out = {}
+        if not used.any():
+            empty = torch.zeros((len(ri), len(rj), 32, 32), device=self.device)
+            return {w: blend(region, empty, used_t, self.weight) for w in layout}
+        data = torch.from_numpy(block).to(self.device)
+        ii, jj = (torch.from_numpy(a).to(self.device) for a in np.nonzero(used))
+        per_call = max(1, p.batch_size // (p.tta + 1))
+        for w, rows in layout.items():
+            have = [r for r in rows if r is not None]  # consecutive positions in ``block``
+            # (L, ni, nj, 128, 128): views of every tile of this window's layers; a batch gathers the used ones
+            tiles = data[have[0] : have[-1] + 1].unfold(1, TILE, region.step).unfold(2, TILE, region.step)
+            maps = torch.zeros((len(ri), len(rj), 32, 32), dtype=torch.float32, device=self.device)
+            for k in range(0, len(ii), per_call):
+                bi, bj = ii[k : k + per_call], jj[k : k + per_call]
+                x = tiles[:, bi, bj].permute(1, 0, 2, 3).float() * self.scale  # (B, L, 128, 128)
+                if len(have) < WINDOW_LAYERS:  # zero layers at the deep end, after scaling
+                    x = torch.cat([x, x.new_zeros((len(bi), WINDOW_LAYERS - len(have), TILE, TILE))], 1)
+                logits = self.fn(tta_batch(x[:, None], p.tta))
+                maps[bi, bj] = tta_average(torch.sigmoid(logits.float()), p.tta)
+                self.patches += len(bi) * (p.tta + 1)
+            out[w] = blend(region, maps, used_t, self.weight)
+        return out
+
+
+def _composite(maps: Sequence[Any], how: str) -> Any:
+    stack = np.stack([np.asarray(m) for m in maps])
+    return stack.mean(axis=0, dtype=np.float32) if how == "mean" else stack.max(axis=0)
+
+
+# --------------------------------------------------------------------------- output
+def _signature(params: PredictParams, model_info: dict, stack_info: dict, mask_info: dict) -> dict[str, Any]:
+    """What decides the pixels: a store made with another signature is not resumed."""
+    keep = ("windows", "stride", "tta", "precision", "composite")
+    return {**{k: getattr(params, k) for k in keep}, "model": model_info, "stack": stack_info, "mask": mask_info}
+
+
+def _model_info(model: Any) -> dict[str, Any]:
+    prov = dict(getattr(model, "provenance", None) or {})
+    config = getattr(model, "config", None)
+    return {
+        "checkpoint": prov.get("name") or prov.get("file"),
+        "sha256": prov.get("sha256"),
+        "architecture": getattr(config, "name", None) or type(model).__name__,
+    }
+
+
+def _stack_info(stack: Any, numbers: list[int]) -> dict[str, Any]:
+    meta = {}
+    with_meta = getattr(stack, "metadata", None)
+    if callable(with_meta):
+        meta = with_meta()
+    return {
+        "source": str(getattr(stack, "source", "") or "") or None,
+        "shape": [int(n) for n in _array(stack).shape],
+        "dtype": str(_array(stack).dtype),
+        "layers": numbers,
+        "contrast": meta.get("contrast") if isinstance(meta, dict) else None,
+    }
+
+
+def _mask_info(mask: Any, height: int) -> dict[str, Any]:
+    import hashlib
+
+    if mask is None:
+        return {"mask": None}
+    h = hashlib.sha256()
+    for y0 in range(0, height, 2048):
+        band = mask[y0 : y0 + 2048]
+        band = np.asarray(band.compute() if hasattr(band, "compute") else band)
+        h.update(np.packbits(band != 0).tobytes())
+    return {"shape": [int(n) for n in mask.shape], "sha256_bits": h.hexdigest()}
+
+
+class _Store:
+    """The zarr output: one float32 array per window + the composite, region markers, provenance."""
+
+    def __init__(self, path: str, shape: tuple[int, int], windows: Sequence[int], signature: dict, overwrite: bool):
+        import zarr
+
+        self.path = Path(path)
+        self.marks = self.path / DONE_DIR
+        names = [f"window_{w:02d}" for w in windows] + ["composite"]
+        if self.path.exists():
+            old = None
+            try:
+                old = zarr.open_group(str(self.path), mode="r").attrs.get("phoenix", {}).get("signature")
+            except Exception:  # noqa: BLE001  (not a zarr group at all)
+                old = "not a prediction store"
+            if old != json.loads(json.dumps(signature)):
+                if not overwrite:
+                    raise PredictError(
+                        f"{self.path} holds a prediction made with other settings, model or data; "
+                        "choose another output or pass overwrite=True to replace it"
+                    )
+                shutil.rmtree(self.path)
+        self.group = zarr.open_group(str(self.path), mode="a")
+        chunks = (min(ZARR_CHUNK, shape[0]), min(ZARR_CHUNK, shape[1]))
+        self.arrays = {}
+        for name in names:
+            if name in self.group:
+                self.arrays[name] = self.group[name]
+            else:
+                self.arrays[name] = self.group.create_array(name, shape=shape, chunks=chunks, dtype="float32", fill_value=0.0)
+        self.marks.mkdir(exist_ok=True)
+        attrs = dict(self.group.attrs.get("phoenix", {}))
+        attrs.update(signature=signature, complete=False)
+        self.group.attrs["phoenix"] = attrs
+
+    def done(self, region: Region) -> bool:
+        return (self.marks / f"r{region.y0}_{region.x0}").exists()
+
+    def write(self, region: Region, maps: dict[str, np.ndarray]) -> None:
+        box = (slice(region.y0, region.y1), slice(region.x0, region.x1))
+        for name, arr in maps.items():
+            self.arrays[name][box] = arr
+        (self.marks / f"r{region.y0}_{region.x0}").touch()  # after the data: a marker means complete
+
+    def finish(self, provenance: dict) -> None:
+        self.group.attrs["phoenix"] = {**provenance, "complete": True}
+        for name, arr in self.arrays.items():
+            arr.attrs["phoenix"] = {"map": name, "settings": provenance["settings"]}
+
+
+# --------------------------------------------------------------------------- the job
+def iter_predict(
+    stack: Any,
+    model: Any,
+    params: PredictParams | None = None,
+    mask: Any = None,
+    *,
+    input_ranges: dict[int, tuple[int, int]] | None = None,
+    bounds: tuple[int, int, int, int] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Iterator[Progress]:
+    """Predict every window region by region; yield one :class:`Progress` per region.
+
+    Parameters
+    ----------
+    stack : LayerStack or array-like
+        ``(layers, height, width)`` uint8 (contrasted) or uint16 (min-max scaled
+        per layer to 8 bits first, as the prize did); numpy, dask, zarr or a
+        :class:`~.stack.LayerStack` (whose layer numbers name the windows).
+    model : torch.nn.Module or callable
+        ``(B, 1, 16, 128, 128)`` float in 0..1 -> ``(B, 32, 32)`` logits. A
+        module is wrapped by :func:`~.model.inference.inference_model`.
+    params : PredictParams, optional
+    mask : array-like, optional
+        ``(height, width)``; a tile is used if any of its pixels is nonzero.
+        None: every tile.
+    input_ranges : dict, optional
+        uint16 only: ``{stack index: (min, max)}``; computed when missing.
+    bounds : tuple of int, optional
+        ``(y0, y1, x0, x1)``: predict only these pixels (e.g. what is on
+        screen); the maps keep the full size, 0 outside.
+    provenance : dict, optional
+        Extra provenance (e.g. the contrast applied, file names).
+
+    Yields
+    ------
+    Progress
+        ``result`` is ``{"region": (y0, y1, x0, x1), "maps": {name: array}, "patches": n,
+        "seconds": s}`` for each region (``maps`` None when resumed from a store),
+        and the last event's ``result`` is the :class:`Prediction`.
+    """
+    params = params or PredictParams()
+    data = _array(stack)
+    _, height, width = (int(n) for n in data.shape)
+    if mask is not None and tuple(mask.shape) != (height, width):
+        raise PredictError(f"the mask is {mask.shape[1]:,} x {mask.shape[0]:,} px, the stack {width:,} x {height:,}")
+    numbers = _layer_numbers(stack)
+    rows, layout = _window_rows(numbers, params.windows)
+    if np.dtype(data.dtype) == np.uint16 and input_ranges is None:
+        input_ranges = uint16_ranges(data, rows)
+    engine = _Engine(model, params)
+    region_size = params.region if not params.out else max(ZARR_CHUNK, params.region // ZARR_CHUNK * ZARR_CHUNK)
+    regions = plan_regions(height, width, params.stride, region_size)
+    if bounds is not None:
+        y0, y1, x0, x1 = bounds
+        regions = [r for r in _crop_regions(regions, y0, y1, x0, x1)]
+    started = time.perf_counter()
+    info = {
+        "settings": {k: v for k, v in params.to_dict().items() if k not in ("out", "overwrite")},
+        "model": _model_info(getattr(engine.fn, "module", model)),
+        "stack": _stack_info(stack, numbers),
+        "mask": _mask_info(mask, height),
+        "bounds": list(bounds) if bounds else None,
+        **dict(provenance or {}),
+    }
+    signature = _signature(params, info["model"], info["stack"], info["mask"])
+    names = [f"window_{w:02d}" for w in params.windows]
+    store = _Store(params.out, (height, width), params.windows, signature, params.overwrite) if params.out else None
+    if store is None:
+        out = {name: np.zeros((height, width), np.float32) for name in [*names, "composite"]}
+    todo = [r for r in regions if store is None or not store.done(r)]
+    resumed = len(regions) - len(todo)
+
+    def load(region: Region):
+        box = region.input_box()
+        if box is None:
+            return region, None, None
+        block = _read(data, rows, box, input_ranges)
+        if mask is None:
+            cut = None
+        else:
+            cut = mask[box]
+            cut = np.asarray(cut.compute() if hasattr(cut, "compute") else cut)
+        return region, block, cut
+
+    from .tiling import tiles_used
+
+    yield Progress(resumed, len(regions), f"{len(regions)} regions, {resumed} already done" if resumed else f"{len(regions)} regions")
+    with cf.ThreadPoolExecutor(1) as pool:  # reads the next region while this one computes
+        pending = pool.submit(load, todo[0]) if todo else None
+        for k, _ in enumerate(todo):
+            region, block, cut = pending.result()
+            pending = pool.submit(load, todo[k + 1]) if k + 1 < len(todo) else None
+            t0, before = time.perf_counter(), engine.patches
+            if block is None:
+                maps = {w: np.zeros((region.y1 - region.y0, region.x1 - region.x0), np.float32) for w in layout}
+            else:
+                maps = {w: t.cpu().numpy() for w, t in engine.region(region, block, tiles_used(region, cut), layout).items()}
+            named = {f"window_{w:02d}": m for w, m in maps.items()}
+            named["composite"] = _composite(list(maps.values()), params.composite)
+            if store is not None:
+                store.write(region, named)
+            else:
+                for name, m in named.items():
+                    out[name][region.y0 : region.y1, region.x0 : region.x1] = m
+            seconds = time.perf_counter() - t0
+            yield Progress(
+                resumed + k + 1, len(regions),
+                f"region {resumed + k + 1}/{len(regions)}: {engine.patches - before:,} patches in {seconds:.1f} s",
+                {"region": (region.y0, region.y1, region.x0, region.x1), "maps": named,
+                 "patches": engine.patches - before, "seconds": seconds},
+            )  # fmt: skip
+    info.update(
+        code_version=__version__,
+        date=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        device=str(engine.device),
+        seconds=round(time.perf_counter() - started, 3),
+        patches=engine.patches,
+        regions=len(regions),
+        resumed_regions=resumed,
+        signature=signature,
+    )
+    if store is not None:
+        store.finish(info)
+        arrays = store.arrays
+        result = Prediction({w: arrays[f"window_{w:02d}"] for w in params.windows}, arrays["composite"], info, str(store.path))
+    else:
+        result = Prediction({w: out[f"window_{w:02d}"] for w in params.windows}, out["composite"], info)
+    yield Progress(len(regions), len(regions), f"done in {info['seconds']:.1f} s", result)
+
+
+def _crop_regions(regions: list[Region], y0: int, y1: int, x0: int, x1: int) -> Iterator[Region]:
+    """The parts of ``regions`` inside ``[y0, y1) x [x0, x1)`` (starts snapped down to the step)."""
+    for r in regions:
+        a, b = max(r.y0, y0 // r.step * r.step), min(r.y1, y1)
+        c, d = max(r.x0, x0 // r.step * r.step), min(r.x1, x1)
+        if a < b and c < d:
+            yield replace(r, y0=a, y1=b, x0=c, x1=d)
+
+
+def predict(
+    stack: Any, model: Any, windows: Sequence[int] = (3, 4, 5), mask: Any = None, **kw: Any
+) -> Prediction:
+    """Predict several layer windows and their composite (drains :func:`iter_predict`).
+
+    Parameters
+    ----------
+    stack, model, mask
+        As for :func:`iter_predict`.
+    windows : sequence of int
+        First layer number of each window.
+    **kw
+        :class:`PredictParams` fields (``stride``, ``tta``, ``batch_size``,
+        ``device``, ``out``...) and :func:`iter_predict` keywords
+        (``input_ranges``, ``bounds``, ``provenance``).
+
+    Returns
+    -------
+    Prediction
+    """
+    extra = {k: kw.pop(k) for k in ("input_ranges", "bounds", "provenance") if k in kw}
+    params = PredictParams(windows=tuple(windows), **kw)
+    last = None
+    for ev in iter_predict(stack, model, params, mask, **extra):
+        last = ev
+    return last.result
+
+
+def predict_window(
+    stack: Any,
+    model: Any,
+    mask: Any = None,
+    stride: int = 2,
+    tta: int = 3,
+    batch_size: int = 32,
+    device: str = "auto",
+    **kw: Any,
+) -> np.ndarray:
+    """The float32 probability map ``(Y, X)`` of one 16-layer stack, as the prize computed it.
+
+    Parameters
+    ----------
+    stack : array-like
+        ``(16, Y, X)`` uint8 (contrasted) or uint16; fewer layers are padded
+        with zero layers at the deep end.
+    model : torch.nn.Module or callable
+        ``(B, 1, 16, 128, 128)`` -> ``(B, 32, 32)`` logits.
+    mask : array-like, optional
+        ``(Y, X)``; tiles with no mask pixel are skipped, pixels no tile covers stay 0.
+    stride, tta, batch_size, device
+        As in :class:`PredictParams`.
+    **kw
+        Further :class:`PredictParams` fields (``precision``, ``region``).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(Y, X)``.
+    """
+    data = _array(stack)
+    if data.shape[0] > WINDOW_LAYERS:
+        raise PredictError(f"predict_window takes at most 16 layers; got {data.shape[0]} (use predict with windows)")
+    numbers = list(range(data.shape[0]))
+    pred = predict(_Numbered(data, numbers), model, windows=(0,), mask=mask, stride=stride, tta=tta,
+                   batch_size=batch_size, device=device, **kw)  # fmt: skip
+    return np.asarray(pred.windows[0])
+
+
+@dataclass
+class _Numbered:
+    data: Any
+    layer_numbers: list[int]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
