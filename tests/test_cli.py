@@ -73,3 +73,33 @@ def test_split_command_bad_arguments_are_messages(write_stack, capsys):
     assert "chunk ids must look like 1,3-5" in capsys.readouterr().err
     assert main(["split", str(layers.parent), "--points", "0,0;banana"]) == 2
     assert "points must look like" in capsys.readouterr().err
+
+
+def test_infer_writes_a_store_with_provenance_and_a_png(tmp_path, capsys):
+    import torch
+    import zarr
+
+    from napari_phoenix.core.model.checkpoint import file_sha256, save_model
+    from napari_phoenix.core.model.config import ModelConfig
+    from napari_phoenix.core.model.network import build_network
+    from napari_phoenix.core.phantom import make_phantom
+
+    seg = make_phantom(tmp_path / "seg", height=192, width=300, seed=1)
+    torch.manual_seed(0)
+    meta = save_model(build_network(ModelConfig.demo()), tmp_path / "demo-model")
+    weights = meta.with_suffix(".safetensors")
+    args = ["infer", str(seg), str(meta), "--out", str(tmp_path / "pred.zarr"), "--windows", "3,5",
+            "--stride", "1", "--tta", "1", "--device", "cpu", "--png", str(tmp_path / "c.png")]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert "pred.zarr" in out.out and "CPU" in out.err
+    group = zarr.open_group(str(tmp_path / "pred.zarr"), mode="r")
+    assert sorted(group.array_keys()) == ["composite", "regions_done", "window_03", "window_05"]
+    attrs = group.attrs["phoenix"]
+    assert attrs["complete"] and attrs["model"]["sha256"] == file_sha256(weights)
+    assert attrs["settings"]["windows"] == [3, 5] and attrs["mask_file"].endswith("mask.png")
+    comp = group["composite"][:]
+    assert comp.shape == (192, 300) and comp[:128, :256].min() > 0 and not comp[128:].any()
+    assert np.asarray(Image.open(tmp_path / "c.png")).shape == (192, 300)
+    # the same command again: everything is there, nothing is recomputed
+    assert main(args) == 0 and zarr.open_group(str(tmp_path / "pred.zarr")).attrs["phoenix"]["resumed_regions"] == 1

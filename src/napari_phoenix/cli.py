@@ -123,6 +123,83 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+
+
+def open_for_inference(path: str, mask: str | None, contrast: bool):
+    """(stack, layer numbers kept, mask or None, provenance) for ``phoenix infer``."""
+    from dataclasses import replace
+
+    from .core.contrast import SEED_POINTS
+    from .core.contrast import contrast as apply_contrast
+    from .core.masks import read_mask
+    from .core.segment import is_segment, open_segment
+    from .core.stack import open_stack
+
+    prov = {"input": str(Path(path).resolve())}
+    if is_segment(path):
+        seg = open_segment(path)
+        stack = seg.stack
+        mask_path = seg.files.get("mask") if mask in (None, "auto") else (None if mask == "none" else Path(mask))
+    else:
+        stack = open_stack(path)
+        mask_path = None if mask in (None, "auto", "none") else Path(mask)
+    mask_arr = read_mask(mask_path) if mask_path else None
+    prov["mask_file"] = str(mask_path) if mask_path else None
+    if contrast:
+        stack = replace(stack, data=apply_contrast(stack.data))
+        prov["contrast"] = {"applied_by": "phoenix infer --contrast", "points": [list(p) for p in SEED_POINTS]}
+    else:
+        prov["contrast"] = "as stored (e.g. parts_contrasted from phoenix split)"
+    return stack, mask_arr, prov
+
+
+def cmd_infer(args) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from .core.model.checkpoint import load_model
+    from .core.predict import PredictParams, iter_predict
+
+    stack, mask, prov = open_for_inference(args.input, args.mask, args.contrast)
+    model = load_model(args.checkpoint, trusted=args.trusted)
+    params = PredictParams(
+        windows=_ints(args.windows), stride=args.stride, tta=args.tta, batch_size=args.batch_size,
+        device=args.device, precision=args.precision, region=args.region, composite=args.composite,
+        out=args.out, overwrite=args.overwrite,
+    )  # fmt: skip
+    if str(params.device) == "cpu" or (params.device == "auto" and not _cuda()):
+        print("phoenix: running on the CPU; expect about a second per patch for the prize model", file=sys.stderr)
+    started, patches, result = time.perf_counter(), 0, None
+    with tqdm(desc="regions", unit="region", disable=None) as bar:
+        for ev in iter_predict(stack, model, params, mask, provenance=prov):
+            bar.total, bar.n = ev.total, ev.done
+            if isinstance(ev.result, dict):
+                patches += ev.result["patches"]
+                rate = patches / max(1e-9, time.perf_counter() - started)
+                bar.set_postfix_str(f"{rate:,.1f} patches/s", refresh=True)
+            else:
+                bar.refresh()
+            result = ev.result
+    print(f"wrote {result.store}: windows {', '.join(map(str, params.windows))} + composite "
+          f"({result.provenance['patches']:,} patches in {result.provenance['seconds']:.1f} s on "
+          f"{result.provenance['device']})")
+    if args.png:
+        from .core.overlay import overlay_png
+
+        overlay_png(result.composite, args.png)
+        print(f"wrote {args.png}")
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="phoenix", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -162,6 +239,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="allow full unpickling (runs code from the file: only for files you trust)")
     cv.add_argument("--note", help="free text stored in the provenance")
     cv.set_defaults(func=cmd_convert)
+
+    inf = sub.add_parser("infer", help="predict ink with a checkpoint: per-window maps + composite in a zarr store")
+    inf.add_argument("input", help="segment or chunk folder (with layers/), layers folder, or zarr")
+    inf.add_argument("checkpoint", help="prize .ckpt or napari-phoenix .safetensors/.json")
+    inf.add_argument("--out", required=True, help="zarr store to write (resumed if interrupted)")
+    inf.add_argument("--windows", default="3,4,5", help="first layer number of each 16-layer window")
+    inf.add_argument("--stride", type=int, default=2, help="grid step is 128 / stride px (2, 4, 8...)")
+    inf.add_argument("--tta", type=int, default=3, help="0 none ... 3 flips + rot90")
+    inf.add_argument("--batch-size", type=int, default=32)
+    inf.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    inf.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    inf.add_argument("--region", type=int, default=2048, help="side of an output region (px)")
+    inf.add_argument("--composite", default="mean", choices=["mean", "max"])
+    inf.add_argument("--mask", default="auto", help="mask image; auto: the segment's mask.png; none: every tile")
+    inf.add_argument("--contrast", action="store_true", help="apply the prize contrast to raw layers first")
+    inf.add_argument("--overwrite", action="store_true", help="replace a store made with other settings")
+    inf.add_argument("--trusted", action="store_true", help="allow full unpickling of the checkpoint")
+    inf.add_argument("--png", help="also write the composite as an 8-bit PNG")
+    inf.set_defaults(func=cmd_infer)
 
     info = sub.add_parser("info", help="describe a segment, layers folder, TIFF or zarr")
     info.add_argument("path")

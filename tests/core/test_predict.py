@@ -161,11 +161,10 @@ def test_windows_by_layer_number_and_the_composite():
     np.testing.assert_array_equal(high.composite, np.maximum(maps[0], maps[2]))
     with pytest.raises(PredictError, match="window 1 starts at layer 1"):
         predict(stack, model, windows=[1], device="cpu")
-    # layers 6..20 are only 15: the window is padded at the deep end
-    np.testing.assert_array_equal(
-        predict(stack, model, windows=[6], stride=2, tta=0, device="cpu").windows[6],
-        prize_loop(stack.data[4:], model, None, 2, 0),
-    )
+    # layers 6..20 are only 15: the window is padded at the deep end (also right after a full window)
+    both = predict(stack, model, windows=[5, 6], stride=2, tta=1, device="cpu")
+    np.testing.assert_array_equal(both.windows[6], prize_loop(stack.data[4:], model, None, 2, 1))
+    np.testing.assert_array_equal(both.windows[5], prize_loop(stack.data[3:19], model, None, 2, 1))
 
 
 def test_zarr_output_provenance_and_resume(tmp_path):
@@ -237,3 +236,55 @@ def test_clear_errors():
         predict_window(_stack(layers=17, h=130, w=130), model)
     # smaller than a tile: nothing is covered, nothing fails
     assert not predict_window(_stack(h=100, w=300), model, device="cpu").any()
+
+
+def test_cancel_within_a_batch_keeps_finished_regions(tmp_path):
+    import threading
+
+    from napari_phoenix.core.predict import _Numbered
+
+    stack, model = _Numbered(_stack(h=300, w=420), list(range(16))), PixelModel()
+    cancel = threading.Event()
+    params = PredictParams(windows=(0,), stride=2, tta=0, batch_size=2, device="cpu", region=1024,
+                           out=str(tmp_path / "p.zarr"))  # fmt: skip
+
+    class Stopper(PixelModel):
+        armed = True
+
+        def __call__(self, x):
+            if self.armed and self.calls == 3:
+                cancel.set()  # the user presses Cancel during the 4th batch
+            return super().__call__(x)
+
+    stopper = Stopper()
+    events = list(iter_predict(stack, stopper, params, cancel=cancel))
+    assert stopper.calls == 4 and not any(ev.done == ev.total and ev.result for ev in events[1:])
+    group = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")
+    assert group.attrs["phoenix"]["complete"] is False and not group["regions_done"][:].any()
+    stopper.armed = False
+    pred = list(iter_predict(stack, stopper, params))[-1].result  # the same model again: resumes, finishes
+    model = stopper
+    np.testing.assert_array_equal(np.asarray(pred.windows[0]), prize_loop(stack.data, model, None, 2, 0))
+
+
+def test_regions_as_tasks_on_a_local_cluster(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from napari_phoenix.core.model.config import ModelConfig
+    from napari_phoenix.core.model.network import build_network
+    from napari_phoenix.core.predict import _Numbered
+
+    torch.manual_seed(0)
+    net = build_network(ModelConfig.demo())
+    stack, mask = _Numbered(_stack(layers=17, h=300, w=420, seed=6), list(range(17))), _mask()
+    params = PredictParams(windows=(0, 1), stride=1, tta=1, device="cpu", region=128)
+    local = list(iter_predict(stack, net, params, mask))[-1].result
+    stored = PredictParams(**{**params.to_dict(), "out": str(tmp_path / "c.zarr")})
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:  # fmt: skip
+        events = list(iter_predict(stack, net, params, mask, client=client))
+        to_store = list(iter_predict(stack, net, stored, mask, client=client))[-1].result
+    assert sum(isinstance(ev.result, dict) for ev in events) == 12  # every region once, 128 px each
+    for pred in (events[-1].result, to_store):
+        for w in (0, 1):
+            np.testing.assert_allclose(np.asarray(pred.windows[w]), local.windows[w], rtol=1e-5, atol=1e-6)
+    assert zarr.open_group(str(tmp_path / "c.zarr"), mode="r").attrs["phoenix"]["complete"] is True

@@ -438,8 +438,8 @@ def _keep_history(path: Path) -> Path:
     raise MaskError(f"no free name for the previous version of {path} in {folder}")
 
 
-class MaskWriter:
-    """Write an 8-bit gray 0/255 PNG band of rows by band (see :func:`mask_writer`)."""
+class GrayPngWriter:
+    """Write an 8-bit gray PNG band of rows by band (see :func:`mask_writer`, :func:`gray_png_writer`)."""
 
     def __init__(self, fh, shape: tuple[int, int], level: int = 6):
         self.height, self.width = shape
@@ -449,31 +449,50 @@ class MaskWriter:
         ihdr = struct.pack(">IIBBBBB", self.width, self.height, 8, 0, 0, 0, 0)
         fh.write(_PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr))
 
-    def write(self, band: np.ndarray) -> None:
-        """Append rows: a 2-D bool / integer array ``(rows, W)``, nonzero written as 255."""
+    def _check(self, band: np.ndarray) -> np.ndarray:
         band = np.asarray(band)
         if band.ndim != 2 or band.shape[1] != self.width:
-            raise MaskError(f"mask rows must be (rows, {self.width}); got {band.shape}")
+            raise MaskError(f"image rows must be (rows, {self.width}); got {band.shape}")
         if self.rows + len(band) > self.height:
-            raise MaskError(f"more than the {self.height:,} rows announced for this mask")
+            raise MaskError(f"more than the {self.height:,} rows announced for this image")
+        return band
+
+    def write(self, band: np.ndarray) -> None:
+        """Append rows: uint8 ``(rows, W)``."""
+        band = self._check(band)
         pixels = np.empty((1 + len(band), self.width), np.uint8)
         pixels[0] = self._above
-        np.not_equal(band, 0, out=pixels[1:].view(bool))
-        pixels[1:] *= 255
-        rows = np.full((len(band), 1 + self.width), 2, np.uint8)  # filter Up: masks compress 2x better
+        pixels[1:] = band
+        self._put(pixels)
+
+    def _put(self, pixels: np.ndarray) -> None:  # pixels[0] is the row above
+        rows = np.full((len(pixels) - 1, 1 + self.width), 2, np.uint8)  # filter Up: masks compress 2x better
         np.subtract(pixels[1:], pixels[:-1], out=rows[:, 1:])
         self._above = pixels[-1].copy()
         self._out += self._zip.compress(rows)
-        self.rows += len(band)
+        self.rows += len(pixels) - 1
         if len(self._out) >= 1 << 20:
             self._fh.write(_png_chunk(b"IDAT", bytes(self._out)))
             self._out.clear()
 
     def _finish(self) -> None:
         if self.rows != self.height:
-            raise MaskError(f"mask has {self.rows:,} of its {self.height:,} rows; not written")
+            raise MaskError(f"image has {self.rows:,} of its {self.height:,} rows; not written")
         self._out += self._zip.flush()
         self._fh.write(_png_chunk(b"IDAT", bytes(self._out)) + _png_chunk(b"IEND", b""))
+
+
+class MaskWriter(GrayPngWriter):
+    """Write a 0/255 mask PNG band of rows by band (see :func:`mask_writer`)."""
+
+    def write(self, band: np.ndarray) -> None:
+        """Append rows: a 2-D bool / integer array ``(rows, W)``, nonzero written as 255."""
+        band = self._check(band)
+        pixels = np.empty((1 + len(band), self.width), np.uint8)
+        pixels[0] = self._above
+        np.not_equal(band, 0, out=pixels[1:].view(bool))
+        pixels[1:] *= 255
+        self._put(pixels)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -503,13 +522,38 @@ def mask_writer(path: str | os.PathLike, shape: tuple[int, int], *, keep_history
     MaskWriter
         Call ``write(rows)`` until every row is written.
     """
+    with _png_file(path, shape, MaskWriter, keep_history) as writer:
+        yield writer
+
+
+@contextlib.contextmanager
+def gray_png_writer(path: str | os.PathLike, shape: tuple[int, int]) -> Iterator[GrayPngWriter]:
+    """Stream an 8-bit gray PNG (uint8 rows) to ``path`` atomically, a band at a time.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Target ``.png`` file (replaced when complete).
+    shape : tuple of int
+        ``(height, width)``.
+
+    Yields
+    ------
+    GrayPngWriter
+    """
+    with _png_file(path, shape, GrayPngWriter, False) as writer:
+        yield writer
+
+
+@contextlib.contextmanager
+def _png_file(path, shape, cls, keep_history: bool) -> Iterator[GrayPngWriter]:
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise MaskError(f"masks are written as PNG; name the file *.png, not {path.name}")
     if len(shape) != 2 or min(shape) < 1:
         raise MaskError(f"a mask must be a non-empty 2-D array (H, W); got shape {tuple(shape)}")
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        writer = MaskWriter(fh, (int(shape[0]), int(shape[1])))
+        writer = cls(fh, (int(shape[0]), int(shape[1])))
         yield writer
         writer._finish()
         fh.flush()

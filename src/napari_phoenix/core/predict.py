@@ -32,12 +32,15 @@ from .progress import Progress
 from .tiling import TILE, Region, check_settings, plan_regions
 
 WINDOW_LAYERS = 16  #: layers per model input
-DONE_DIR = ".phoenix-regions"  #: per-region "finished" markers inside an output store
 ZARR_CHUNK = 1024
 
 
 class PredictError(PhoenixError, ValueError):
     """Inference inputs or settings that cannot work, or an output store that holds other data."""
+
+
+class Cancelled(PhoenixError):  # noqa: N818  (not an error of the user's)
+    """The job was cancelled between two batches; finished regions are kept."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def _layer_numbers(stack: Any) -> list[int]:
 
 
 def _array(stack: Any) -> Any:
-    data = stack if hasattr(stack, "dtype") else getattr(stack, "data", stack)  # arrays, or LayerStack.data
+    data = stack.data if hasattr(stack, "layer_numbers") else stack  # LayerStack (or alike) or an array
     if getattr(data, "ndim", 0) != 3:
         raise PredictError(f"a stack is (layers, height, width); got shape {getattr(data, 'shape', None)}")
     if np.dtype(data.dtype) not in (np.uint8, np.uint16):
@@ -165,7 +168,7 @@ def _read(data: Any, rows: list[int], box: tuple[slice, slice], ranges: dict | N
 class _Engine:
     """Per-run state: the model callable, device, weights, settings."""
 
-    def __init__(self, model: Any, params: PredictParams):
+    def __init__(self, model: Any, params: PredictParams, cancel: Any = None):
         import torch
 
         from .model.inference import as_callable, resolve_device
@@ -182,6 +185,34 @@ class _Engine:
         self.weight = torch.from_numpy(gaussian_weight()).to(self.device)
         self.scale = torch.tensor(1 / 255, dtype=torch.float32, device=self.device)
         self.patches = 0
+        self.cancel = cancel
+        self._f32 = None
+
+    def _batch(self, tiles: Any, layers: int) -> Any:
+        """uint8 tiles ``(B, L, 128, 128)`` -> the float model input with every TTA variant.
+
+        Each variant is converted straight from a flipped view of the uint8
+        tiles into a float buffer kept between batches (a fresh tensor of this
+        size costs more in page faults than the arithmetic), then scaled in
+        place: ``v * float32(1/255)``, the prize's numbers.
+        """
+        from .tiling import TTA_VARIANTS
+
+        torch, n, b = self.torch, self.params.tta + 1, len(tiles)
+        shape = (n * b, 1, WINDOW_LAYERS, TILE, TILE)
+        if self._f32 is None or self._f32.shape[0] < shape[0]:
+            self._f32 = torch.zeros(shape, dtype=torch.float32, device=self.device)
+        f32 = self._f32[: shape[0]]
+        if layers < WINDOW_LAYERS:
+            f32[:, 0, layers:].zero_()
+        for k in range(n):  # converted straight from the flipped views; the deep padding stays 0.0
+            f32[k * b : (k + 1) * b, 0, :layers].copy_(TTA_VARIANTS[k](tiles))
+        return f32.mul_(self.scale)
+
+    def release(self) -> None:
+        """Free the GPU memory cached by this run (after a cancel or at the end)."""
+        if self.device.type == "cuda":
+            self.torch.cuda.empty_cache()
 
     def region(self, region: Region, block: np.ndarray, used: np.ndarray, layout: dict) -> dict[int, Any]:
         """Every window's map of ``region`` (float32 tensors on the device)."""
@@ -203,11 +234,11 @@ class _Engine:
             tiles = data[have[0] : have[-1] + 1].unfold(1, TILE, region.step).unfold(2, TILE, region.step)
             maps = torch.zeros((len(ri), len(rj), 32, 32), dtype=torch.float32, device=self.device)
             for k in range(0, len(ii), per_call):
+                if self.cancel is not None and self.cancel.is_set():
+                    raise Cancelled("prediction cancelled")
                 bi, bj = ii[k : k + per_call], jj[k : k + per_call]
-                x = tiles[:, bi, bj].permute(1, 0, 2, 3).float() * self.scale  # (B, L, 128, 128)
-                if len(have) < WINDOW_LAYERS:  # zero layers at the deep end, after scaling
-                    x = torch.cat([x, x.new_zeros((len(bi), WINDOW_LAYERS - len(have), TILE, TILE))], 1)
-                logits = self.fn(tta_batch(x[:, None], p.tta))
+                x = self._batch(tiles[:, bi, bj].transpose(0, 1), len(have))
+                logits = self.fn(x)
                 maps[bi, bj] = tta_average(torch.sigmoid(logits.float()), p.tta)
                 self.patches += len(bi) * (p.tta + 1)
             out[w] = blend(region, maps, used_t, self.weight)
@@ -215,22 +246,25 @@ class _Engine:
 
 
 def _composite(maps: Sequence[Any], how: str) -> Any:
-    stack = np.stack([np.asarray(m) for m in maps])
-    return stack.mean(axis=0, dtype=np.float32) if how == "mean" else stack.max(axis=0)
+    from .overlay import OverlaySettings, composite
+
+    return composite(maps, OverlaySettings(how=how))
 
 
 # --------------------------------------------------------------------------- output
 def _signature(params: PredictParams, model_info: dict, stack_info: dict, mask_info: dict) -> dict[str, Any]:
     """What decides the pixels: a store made with another signature is not resumed."""
-    keep = ("windows", "stride", "tta", "precision", "composite")
+    keep = ("windows", "stride", "tta", "precision", "composite", "region")
     return {**{k: getattr(params, k) for k in keep}, "model": model_info, "stack": stack_info, "mask": mask_info}
 
 
 def _model_info(model: Any) -> dict[str, Any]:
     prov = dict(getattr(model, "provenance", None) or {})
     config = getattr(model, "config", None)
+    source = prov.get("source")
     return {
-        "checkpoint": prov.get("name") or prov.get("file"),
+        "checkpoint": Path(source).name if source else None,
+        "checkpoint_path": source,
         "sha256": prov.get("sha256"),
         "architecture": getattr(config, "name", None) or type(model).__name__,
     }
@@ -264,16 +298,19 @@ def _mask_info(mask: Any, height: int) -> dict[str, Any]:
 
 
 class _Store:
-    """The zarr output: one float32 array per window + the composite, region markers, provenance."""
+    """The zarr output: one float32 array per window + the composite, region markers, provenance.
 
-    def __init__(self, path: str, shape: tuple[int, int], windows: Sequence[int], signature: dict, overwrite: bool):
+    ``regions_done`` (uint8, one chunk per region) marks a region finished once
+    its maps are written, so separate processes may write separate regions.
+    """
+
+    def __init__(self, path: str, shape: tuple[int, int], windows: Sequence[int], region: int, signature: dict,
+                 overwrite: bool):  # fmt: skip
         import zarr
 
-        self.path = Path(path)
-        self.marks = self.path / DONE_DIR
+        self.path, self.size = Path(path), region
         names = [f"window_{w:02d}" for w in windows] + ["composite"]
         if self.path.exists():
-            old = None
             try:
                 old = zarr.open_group(str(self.path), mode="r").attrs.get("phoenix", {}).get("signature")
             except Exception:  # noqa: BLE001  (not a zarr group at all)
@@ -287,25 +324,27 @@ class _Store:
                 shutil.rmtree(self.path)
         self.group = zarr.open_group(str(self.path), mode="a")
         chunks = (min(ZARR_CHUNK, shape[0]), min(ZARR_CHUNK, shape[1]))
-        self.arrays = {}
-        for name in names:
-            if name in self.group:
-                self.arrays[name] = self.group[name]
-            else:
-                self.arrays[name] = self.group.create_array(name, shape=shape, chunks=chunks, dtype="float32", fill_value=0.0)
-        self.marks.mkdir(exist_ok=True)
+        self.arrays = {
+            name: self.group[name] if name in self.group
+            else self.group.create_array(name, shape=shape, chunks=chunks, dtype="float32", fill_value=0.0)
+            for name in names
+        }  # fmt: skip
+        grid = (-(-shape[0] // region), -(-shape[1] // region))
+        self.marks = (self.group["regions_done"] if "regions_done" in self.group
+                      else self.group.create_array("regions_done", shape=grid, chunks=(1, 1), dtype="uint8",
+                                                   fill_value=0))  # fmt: skip
         attrs = dict(self.group.attrs.get("phoenix", {}))
         attrs.update(signature=signature, complete=False)
         self.group.attrs["phoenix"] = attrs
 
     def done(self, region: Region) -> bool:
-        return (self.marks / f"r{region.y0}_{region.x0}").exists()
+        return bool(self.marks[region.y0 // self.size, region.x0 // self.size])
 
     def write(self, region: Region, maps: dict[str, np.ndarray]) -> None:
         box = (slice(region.y0, region.y1), slice(region.x0, region.x1))
         for name, arr in maps.items():
             self.arrays[name][box] = arr
-        (self.marks / f"r{region.y0}_{region.x0}").touch()  # after the data: a marker means complete
+        self.marks[region.y0 // self.size, region.x0 // self.size] = 1  # after the data: 1 means complete
 
     def finish(self, provenance: dict) -> None:
         self.group.attrs["phoenix"] = {**provenance, "complete": True}
@@ -323,6 +362,8 @@ def iter_predict(
     input_ranges: dict[int, tuple[int, int]] | None = None,
     bounds: tuple[int, int, int, int] | None = None,
     provenance: dict[str, Any] | None = None,
+    cancel: Any = None,
+    client: Any = None,
 ) -> Iterator[Progress]:
     """Predict every window region by region; yield one :class:`Progress` per region.
 
@@ -346,6 +387,16 @@ def iter_predict(
         screen); the maps keep the full size, 0 outside.
     provenance : dict, optional
         Extra provenance (e.g. the contrast applied, file names).
+    cancel : threading.Event, optional
+        Set it to stop within a batch: the generator ends (no final result)
+        after freeing the GPU's cached memory; regions already written stay
+        and a later run resumes from them. Closing the generator between
+        events (``worker.quit()``) also stops it.
+    client : distributed.Client, optional
+        Run the regions as tasks on a ``dask.distributed`` cluster (one GPU per
+        worker: start each worker with its own ``CUDA_VISIBLE_DEVICES``). The
+        model is sent to every worker once; this process reads the inputs and
+        writes the outputs, the workers compute.
 
     Yields
     ------
@@ -363,7 +414,7 @@ def iter_predict(
     rows, layout = _window_rows(numbers, params.windows)
     if np.dtype(data.dtype) == np.uint16 and input_ranges is None:
         input_ranges = uint16_ranges(data, rows)
-    engine = _Engine(model, params)
+    engine = _Engine(model, params, cancel)
     region_size = params.region if not params.out else max(ZARR_CHUNK, params.region // ZARR_CHUNK * ZARR_CHUNK)
     regions = plan_regions(height, width, params.stride, region_size)
     if bounds is not None:
@@ -378,9 +429,10 @@ def iter_predict(
         "bounds": list(bounds) if bounds else None,
         **dict(provenance or {}),
     }
-    signature = _signature(params, info["model"], info["stack"], info["mask"])
+    signature = {**_signature(params, info["model"], info["stack"], info["mask"]), "bounds": info["bounds"]}
     names = [f"window_{w:02d}" for w in params.windows]
-    store = _Store(params.out, (height, width), params.windows, signature, params.overwrite) if params.out else None
+    store = (_Store(params.out, (height, width), params.windows, region_size, signature, params.overwrite)
+             if params.out else None)  # fmt: skip
     if store is None:
         out = {name: np.zeros((height, width), np.float32) for name in [*names, "composite"]}
     todo = [r for r in regions if store is None or not store.done(r)]
@@ -398,33 +450,17 @@ def iter_predict(
             cut = np.asarray(cut.compute() if hasattr(cut, "compute") else cut)
         return region, block, cut
 
-    from .tiling import tiles_used
-
     yield Progress(resumed, len(regions), f"{len(regions)} regions, {resumed} already done" if resumed else f"{len(regions)} regions")
-    with cf.ThreadPoolExecutor(1) as pool:  # reads the next region while this one computes
-        pending = pool.submit(load, todo[0]) if todo else None
-        for k, _ in enumerate(todo):
-            region, block, cut = pending.result()
-            pending = pool.submit(load, todo[k + 1]) if k + 1 < len(todo) else None
-            t0, before = time.perf_counter(), engine.patches
-            if block is None:
-                maps = {w: np.zeros((region.y1 - region.y0, region.x1 - region.x0), np.float32) for w in layout}
-            else:
-                maps = {w: t.cpu().numpy() for w, t in engine.region(region, block, tiles_used(region, cut), layout).items()}
-            named = {f"window_{w:02d}": m for w, m in maps.items()}
-            named["composite"] = _composite(list(maps.values()), params.composite)
-            if store is not None:
-                store.write(region, named)
-            else:
-                for name, m in named.items():
-                    out[name][region.y0 : region.y1, region.x0 : region.x1] = m
-            seconds = time.perf_counter() - t0
-            yield Progress(
-                resumed + k + 1, len(regions),
-                f"region {resumed + k + 1}/{len(regions)}: {engine.patches - before:,} patches in {seconds:.1f} s",
-                {"region": (region.y0, region.y1, region.x0, region.x1), "maps": named,
-                 "patches": engine.patches - before, "seconds": seconds},
-            )  # fmt: skip
+    try:
+        if client is None:
+            yield from _run_regions(todo, resumed, regions, load, engine, layout, params, store, None if store else out)
+        else:
+            yield from _run_remote(client, model, todo, resumed, regions, load, engine, layout, params, store,
+                                   None if store else out)  # fmt: skip
+    except Cancelled:
+        return
+    finally:
+        engine.release()
     info.update(
         code_version=__version__,
         date=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -442,6 +478,92 @@ def iter_predict(
     else:
         result = Prediction({w: out[f"window_{w:02d}"] for w in params.windows}, out["composite"], info)
     yield Progress(len(regions), len(regions), f"done in {info['seconds']:.1f} s", result)
+
+
+def _run_regions(todo, resumed, regions, load, engine, layout, params, store, out) -> Iterator[Progress]:
+    from .tiling import tiles_used
+
+    with cf.ThreadPoolExecutor(1) as pool:  # reads the next region while this one computes
+        pending = pool.submit(load, todo[0]) if todo else None
+        for k, _ in enumerate(todo):
+            region, block, cut = pending.result()
+            pending = pool.submit(load, todo[k + 1]) if k + 1 < len(todo) else None
+            t0, before = time.perf_counter(), engine.patches
+            maps = _region_maps(engine, region, block, None if block is None else tiles_used(region, cut), layout)
+            yield _finish_region(region, maps, params, store, out, resumed + k + 1, len(regions),
+                                 engine.patches - before, time.perf_counter() - t0)  # fmt: skip
+
+
+def _region_maps(engine: _Engine, region: Region, block, used, layout) -> dict[int, np.ndarray]:
+    if block is None:
+        return {w: np.zeros((region.y1 - region.y0, region.x1 - region.x0), np.float32) for w in layout}
+    return {w: t.cpu().numpy() for w, t in engine.region(region, block, used, layout).items()}
+
+
+def _finish_region(region, maps, params, store, out, done, total, patches, seconds) -> Progress:
+    named = {f"window_{w:02d}": m for w, m in maps.items()}
+    named["composite"] = _composite(list(maps.values()), params.composite)
+    if store is not None:
+        store.write(region, named)
+    else:
+        for name, m in named.items():
+            out[name][region.y0 : region.y1, region.x0 : region.x1] = m
+    return Progress(
+        done, total, f"region {done}/{total}: {patches:,} patches in {seconds:.1f} s",
+        {"region": (region.y0, region.y1, region.x0, region.x1), "maps": named, "patches": patches,
+         "seconds": seconds},
+    )  # fmt: skip
+
+
+_WORKER_ENGINES: dict = {}  # on a dask worker: (model id, settings) -> _Engine, built once
+
+
+def _remote_region(model, params: PredictParams, region: Region, block, cut, layout) -> tuple[dict, int, float]:
+    """One region on a dask worker: its maps, the patches computed, the seconds taken."""
+    from .tiling import tiles_used
+
+    key = (id(model), params)
+    engine = _WORKER_ENGINES.get(key)
+    if engine is None:
+        engine = _WORKER_ENGINES[key] = _Engine(model, params)
+    t0, before = time.perf_counter(), engine.patches
+    used = None if block is None else tiles_used(region, cut)
+    maps = _region_maps(engine, region, block, used, layout)
+    return maps, engine.patches - before, time.perf_counter() - t0
+
+
+def _run_remote(client, model, todo, resumed, regions, load, engine, layout, params, store, out) -> Iterator[Progress]:
+    from distributed import as_completed
+
+    # each worker picks its own device ("auto": the GPU it sees)
+    remote_params = replace(params, out=None)
+    shared = client.scatter(getattr(engine.fn, "module", model), broadcast=True)
+    in_flight = max(2, 2 * len(client.scheduler_info().get("workers", {})))
+    queue, futures, done = list(todo), as_completed(), resumed
+    submitted = {}
+
+    def submit() -> None:
+        region, block, cut = load(queue.pop(0))
+        fut = client.submit(_remote_region, shared, remote_params, region, block, cut, layout, pure=False)
+        submitted[fut.key] = region
+        futures.add(fut)
+
+    try:
+        for _ in range(min(in_flight, len(queue))):
+            submit()
+        for fut in futures:
+            maps, patches, seconds = fut.result()
+            region = submitted.pop(fut.key)
+            engine.patches += patches
+            done += 1
+            if queue:
+                submit()
+            yield _finish_region(region, maps, params, store, out, done, len(regions), patches, seconds)
+            if engine.cancel is not None and engine.cancel.is_set():
+                raise Cancelled("prediction cancelled")
+    finally:
+        for fut in list(futures.futures):
+            fut.cancel()
 
 
 def _crop_regions(regions: list[Region], y0: int, y1: int, x0: int, x1: int) -> Iterator[Region]:

@@ -34,6 +34,7 @@ from .errors import PhoenixError
 TILE = 128  #: input tile side (px)
 OUT = 32  #: side of the model's output map
 SCALE = TILE // OUT
+_BLOCK_PIXELS = 1 << 18  # output pixels blended at a time (1 MiB per float32 sum)
 TTA_NAMES = ("identity", "horizontal flip", "vertical flip", "rot90")
 
 
@@ -134,9 +135,13 @@ def tiles_used(region: Region, mask: np.ndarray | None) -> np.ndarray:
     return used
 
 
+#: The TTA transforms of the input, in the prize's order (on the last two axes).
+TTA_VARIANTS = (lambda x: x, lambda x: x.flip(-1), lambda x: x.flip(-2), lambda x: x.rot90(1, (-2, -1)))
+
+
 def tta_batch(x: torch.Tensor, tta: int) -> torch.Tensor:
     """The TTA variants of a batch, concatenated variant-major: ``(n_variants * B, ...)``."""
-    variants = [x, x.flip(-1), x.flip(-2), x.rot90(1, (-2, -1))][: tta + 1]
+    variants = [f(x) for f in TTA_VARIANTS[: tta + 1]]
     return torch.cat(variants) if len(variants) > 1 else x
 
 
@@ -179,17 +184,21 @@ def blend(region: Region, maps: torch.Tensor, used: torch.Tensor, weight: torch.
         at = (slice(ri.start - ti, ri.stop - ti), slice(rj.start - tj, rj.stop - tj))
         pad[at] = torch.where(used[..., None, None], maps, 0.0)
         on[at] = used.float()
-    wb = weight.reshape(s, step, s, step)
-    total = torch.zeros((nby, step, nbx, step), dtype=torch.float32, device=dev)
+    # weight sub-block (a, b) of a tile, split as (32-res row, 4, 32-res column, 4): the x4
+    # replication is a broadcast in the product, which is the prize's pred_up * w, element for element
+    w6 = weight.reshape(s, q, SCALE, s, q, SCALE)
+    total = torch.zeros((nby, q, SCALE, nbx, q, SCALE), dtype=torch.float32, device=dev)
     wsum = torch.zeros_like(total)
-    for di in range(s):
-        for dj in range(s):
-            a, b = s - 1 - di, s - 1 - dj
-            part = pad[di : di + nby, dj : dj + nbx, a * q : (a + 1) * q, b * q : (b + 1) * q]
-            part = part.repeat_interleave(SCALE, 2).repeat_interleave(SCALE, 3)  # (nby, nbx, step, step)
-            w = wb[a, :, b, :]
-            total += (part * w).permute(0, 2, 1, 3)
-            wsum += (on[di : di + nby, dj : dj + nbx, None, None] * w).permute(0, 2, 1, 3)
+    rows = max(1, _BLOCK_PIXELS // max(1, nbx * step * step))  # block rows at a time: sums stay in cache
+    for r0 in range(0, nby, rows):
+        r1 = min(nby, r0 + rows)
+        for di in range(s):
+            for dj in range(s):
+                a, b = s - 1 - di, s - 1 - dj
+                part = pad[r0 + di : r1 + di, dj : dj + nbx, a * q : (a + 1) * q, b * q : (b + 1) * q]
+                w = w6[a, :, :, b, :, :]  # (q, 4, q, 4)
+                total[r0:r1] += (part[:, :, :, None, :, None] * w).permute(0, 2, 3, 1, 4, 5)
+                wsum[r0:r1] += (on[r0 + di : r1 + di, dj : dj + nbx, None, None, None, None] * w).permute(0, 2, 3, 1, 4, 5)
     total, wsum = total.reshape(nby * step, nbx * step), wsum.reshape(nby * step, nbx * step)
     out = torch.where(wsum > 0, total / torch.where(wsum > 0, wsum, 1.0), 0.0)
     return out[: region.y1 - region.y0, : region.x1 - region.x0]

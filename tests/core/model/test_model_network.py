@@ -116,3 +116,34 @@ def test_presets_are_the_mit_family():
     assert MIT_PRESETS["b3"]["depths"] == (3, 4, 18, 3)
     assert all(MIT_PRESETS[v]["decoder"] == 768 for v in ("b2", "b3", "b4", "b5"))
     assert ModelConfig.prize("b1").mit_variant == "b1"
+
+
+def test_pretrained_mit_weights_from_a_local_file(tmp_path):
+    from safetensors.torch import save_file
+    from transformers import SegformerForImageClassification
+
+    from napari_phoenix.core.errors import CheckpointError
+    from napari_phoenix.core.model.network import InkNet, segformer_config
+    from napari_phoenix.core.model.pretrained import load_pretrained_mit
+
+    torch.manual_seed(0)
+    model = InkNet(ModelConfig.small())
+    imagenet_cfg = segformer_config(model.config)
+    imagenet_cfg.num_channels, imagenet_cfg.num_labels = 3, 1000  # as nvidia/mit-*: RGB in, 1000 classes
+    imagenet = SegformerForImageClassification(imagenet_cfg)
+    save_file({k: v.contiguous() for k, v in imagenet.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    first = "encoder.patch_embeddings.0.proj.weight"
+    before = model.encoder_2d.segformer.state_dict()[first].clone()
+    report = load_pretrained_mit(model, tmp_path)  # the folder, as downloaded
+    after = model.encoder_2d.segformer.state_dict()
+    src = imagenet.segformer.state_dict()
+    assert report.loaded and all(torch.equal(after[k], src[k]) for k in report.loaded)
+    assert [m[0] for m in report.mismatched] == [first]  # 3 RGB channels there, 32 UNETR channels here
+    assert torch.equal(after[first], before) and not report.missing
+    assert "classifier.weight" in report.ignored
+    assert model.provenance["pretrained_mit"].endswith(str(tmp_path))
+    other = InkNet(ModelConfig.small().with_mit("b0"))
+    with pytest.raises(CheckpointError, match="shares no tensor"):
+        load_pretrained_mit(other, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match="none of"):
+        load_pretrained_mit(model, tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else None)

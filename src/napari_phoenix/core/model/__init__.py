@@ -8,6 +8,8 @@ not load torch):
 - :func:`load_model`, :func:`save_model`, :func:`convert_checkpoint`,
   :func:`read_model_info`, :func:`file_sha256`, :class:`CheckpointError`,
   :func:`infer_config` - checkpoints.
+- :func:`load_pretrained_mit` - ImageNet MiT weights from a local file.
+- :func:`inference_model`, :class:`InferenceOptions` - the fast inference path.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ _WHERE = {
     "convert_checkpoint": "checkpoint",
     "read_model_info": "checkpoint",
     "file_sha256": "checkpoint",
+    "load_pretrained_mit": "pretrained",
+    "inference_model": "inference",
+    "InferenceOptions": "inference",
 }
 
 __all__ = [
@@ -42,7 +47,10 @@ __all__ = [
     "count_parameters",
     "file_sha256",
     "infer_config",
+    "inference_model",
+    "InferenceOptions",
     "load_model",
+    "load_pretrained_mit",
     "read_model_info",
     "save_model",
 ]
