@@ -280,7 +280,7 @@ def _stack_info(stack: Any, numbers: list[int]) -> dict[str, Any]:
         "shape": [int(n) for n in _array(stack).shape],
         "dtype": str(_array(stack).dtype),
         "layers": numbers,
-        "contrast": meta.get("contrast") if isinstance(meta, dict) else None,
+        "contrast": (meta.get("contrast") or meta.get("contrast_points")) if isinstance(meta, dict) else None,
     }
 
 
