@@ -200,6 +200,27 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def cmd_train(args) -> int:
+    from .core.train.loop import TrainConfig, iter_train
+
+    config = TrainConfig.from_toml(args.config)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("device", args.device), ("out", args.out)) if v}
+    if overrides:
+        config = TrainConfig(**{**config.to_dict(), **overrides})
+    from tqdm import tqdm
+
+    last = None
+    with tqdm(desc="training", unit="step", disable=None) as bar:
+        for ev in iter_train(config):
+            bar.total, bar.n = ev.total, ev.done
+            bar.set_postfix_str(ev.message, refresh=True)
+            if ev.result and ev.result.get("kind") == "epoch":
+                tqdm.write(ev.message)
+            last = ev
+    print(f"{last.message}; run folder {config.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="phoenix", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -258,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--trusted", action="store_true", help="allow full unpickling of the checkpoint")
     inf.add_argument("--png", help="also write the composite as an 8-bit PNG")
     inf.set_defaults(func=cmd_infer)
+
+    tr = sub.add_parser("train", help="train or fine-tune from a TOML config (resumes an interrupted run)")
+    tr.add_argument("config", help="TOML file whose keys are TrainConfig fields (see docs/training.md)")
+    tr.add_argument("--epochs", type=int, help="override the number of epochs (e.g. to extend a finished run)")
+    tr.add_argument("--device", help="override the device")
+    tr.add_argument("--out", help="override the run folder")
+    tr.set_defaults(func=cmd_train)
 
     info = sub.add_parser("info", help="describe a segment, layers folder, TIFF or zarr")
     info.add_argument("path")

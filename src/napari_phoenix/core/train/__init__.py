@@ -1,0 +1,1 @@
+"""Training and fine-tuning: patch sampling from lazy stacks, augmentations, loss, metrics, the loop."""

@@ -1,0 +1,107 @@
+"""The training loop: a real run on a tiny chunk, checkpoints, logs, exact resume, stop, fine-tune, TOML."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_phoenix.core.model.checkpoint import load_model, read_model_info
+from napari_phoenix.core.train.dataset import Source
+from napari_phoenix.core.train.loop import TrainConfig, TrainError, iter_train, train
+
+
+def _source(name="c1", seed=0, h=320, w=448):
+    rng = np.random.default_rng(seed)
+    stack = rng.integers(0, 200, (21, h, w), dtype=np.uint8)
+    label = np.zeros((h, w), bool)
+    label[40:160, 60:200] = True
+    stack[8:13][:, label] += 50  # ink: brighter on the middle layers
+    ignore = np.zeros((h, w), bool)
+    ignore[250:, 300:] = True
+    return Source(name, stack, label, ignore, None)
+
+
+def _config(tmp_path, **kw):
+    base = dict(out=str(tmp_path / "run"), model="demo", epochs=2, steps_per_epoch=2, batch_size=2, augment=False,
+                device="cpu", val_fraction=0.2, seed=3)  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def _weights(path):
+    return load_model(path).state_dict()
+
+
+def test_a_run_writes_checkpoints_logs_and_provenance(tmp_path):
+    events = list(iter_train(_config(tmp_path), [_source()]))
+    kinds = [ev.result["kind"] for ev in events]
+    assert kinds == ["start", "step", "step", "epoch", "step", "step", "epoch", "done"]
+    run = tmp_path / "run"
+    for name in ("epoch-001.json", "epoch-002.json", "best.json", "state.pt", "config.json", "log.csv", "log.jsonl"):
+        assert (run / name).exists(), name
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and {"iou", "iou_prize", "f1", "val_loss", "lr"} <= set(rows[0])
+    assert rows[1]["lr"] < rows[0]["lr"]  # cosine schedule, stepped per epoch
+    info = read_model_info(run / "epoch-002.json")
+    assert info["provenance"]["training_data"] == ["c1"] and info["provenance"]["epochs"] == 2
+    assert "random 20 %" in info["provenance"]["validation"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["model"] == "demo" and config["train_patches"] > 0
+    assert events[-1].done == events[-1].total == 4
+
+
+def test_resume_after_interruption_is_exact(tmp_path):
+    straight = train(_config(tmp_path / "a"), [_source()])
+    assert straight["kind"] == "done"
+    # the same run killed after epoch 1 (its generator abandoned), then started again
+    events = iter_train(_config(tmp_path / "b"), [_source()])
+    for ev in events:
+        if ev.result["kind"] == "epoch":
+            break
+    events.close()
+    train(_config(tmp_path / "b"), [_source()])
+    a, b = _weights(tmp_path / "a" / "run" / "epoch-002.json"), _weights(tmp_path / "b" / "run" / "epoch-002.json")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # stopped mid-epoch with the stop event, then resumed
+    stop = threading.Event()
+    events = iter_train(_config(tmp_path / "c"), [_source()], stop=stop)
+    for ev in events:
+        if ev.result["kind"] == "step" and ev.result["epoch"] == 1:
+            stop.set()
+    assert ev.result["kind"] == "stopped" and (tmp_path / "c" / "run" / "last.json").exists()
+    train(_config(tmp_path / "c"), [_source()])
+    c = _weights(tmp_path / "c" / "run" / "epoch-002.json")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_fine_tune_from_a_checkpoint_and_held_out_chunks(tmp_path):
+    first = train(_config(tmp_path / "a", epochs=1), [_source()])
+    init = tmp_path / "a" / "run" / "best.json"
+    result = train(_config(tmp_path / "b", epochs=1, init=str(init), val_chunks=("c2",)),
+                   [_source(), _source("c2", seed=5)])  # fmt: skip
+    info = read_model_info(tmp_path / "b" / "run" / "best.json")
+    assert info["provenance"]["parent_name"] == "best.json" and "held-out chunks: c2" in info["provenance"]["validation"]
+    assert result["history"][0]["epoch"] == 1 and first["history"]
+    with pytest.raises(TrainError, match="other settings"):
+        train(_config(tmp_path / "b", epochs=1, lr=1.0, init=str(init), val_chunks=("c2",)),
+              [_source(), _source("c2", seed=5)])  # fmt: skip
+
+
+def test_toml_config_and_cli(tmp_path, capsys):
+    from napari_phoenix.cli import main
+    from napari_phoenix.core.phantom import make_phantom
+
+    seg = make_phantom(tmp_path / "seg", height=320, width=448, seed=2)
+    cfg = tmp_path / "train.toml"
+    cfg.write_text(f'chunks = ["seg"]\nout = "run"\nmodel = "demo"\nepochs = 1\nsteps_per_epoch = 1\n'
+                   f'batch_size = 2\naugment = false\ndevice = "cpu"\nval_fraction = 0.2\n')  # fmt: skip
+    config = TrainConfig.from_toml(cfg)
+    assert config.chunks == (str(seg),) and config.out == str(tmp_path / "run")
+    assert main(["train", str(cfg)]) == 0
+    assert "best val IoU" in capsys.readouterr().out and (tmp_path / "run" / "best.json").exists()
+    (tmp_path / "bad.toml").write_text("epochz = 3\n")
+    assert main(["train", str(tmp_path / "bad.toml")]) == 2
+    assert "unknown settings ['epochz']" in capsys.readouterr().err
