@@ -209,15 +209,16 @@ def cmd_train(args) -> int:
         config = TrainConfig(**{**config.to_dict(), **overrides})
     from tqdm import tqdm
 
-    last = None
-    with tqdm(desc="training", unit="step", disable=None) as bar:
+    last, quiet = None, os.environ.get("RANK", "0") != "0"  # under torchrun: rank 0 reports
+    with tqdm(desc="training", unit="step", disable=True if quiet else None) as bar:
         for ev in iter_train(config):
             bar.total, bar.n = ev.total, ev.done
             bar.set_postfix_str(ev.message, refresh=True)
-            if ev.result and ev.result.get("kind") == "epoch":
+            if ev.result and ev.result.get("kind") == "epoch" and not quiet:
                 tqdm.write(ev.message)
             last = ev
-    print(f"{last.message}; run folder {config.out}")
+    if not quiet:
+        print(f"{last.message}; run folder {config.out}")
     return 0
 
 

@@ -105,3 +105,32 @@ def test_toml_config_and_cli(tmp_path, capsys):
     (tmp_path / "bad.toml").write_text("epochz = 3\n")
     assert main(["train", str(tmp_path / "bad.toml")]) == 2
     assert "unknown settings ['epochz']" in capsys.readouterr().err
+
+
+def test_ddp_with_two_cpu_processes_on_gloo(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from napari_phoenix.core.phantom import make_phantom
+
+    make_phantom(tmp_path / "seg", height=320, width=448, seed=2)
+    cfg = tmp_path / "train.toml"
+    cfg.write_text('chunks = ["seg"]\nout = "run"\nmodel = "demo"\nepochs = 1\nsteps_per_epoch = 2\n'
+                   'batch_size = 2\naugment = false\ndevice = "cpu"\nval_fraction = 0.2\n')  # fmt: skip
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run(
+        [str(torchrun), "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={port}",
+         "-m", "napari_phoenix.cli", "train", str(cfg)],
+        capture_output=True, text=True, timeout=300, check=False, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["world_size"] == 2
+    assert (tmp_path / "run" / "epoch-001.json").exists() and (tmp_path / "run" / "best.json").exists()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(rows) == 1  # written once, by rank 0

@@ -177,6 +177,12 @@ def _precision(config: TrainConfig, device: torch.device) -> str:
     return "fp32"
 
 
+def _init_dist(device: torch.device) -> None:
+    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1): gloo on CPUs, NCCL on GPUs."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
 def _dist() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -212,10 +218,12 @@ def iter_train(
     from ..model.checkpoint import save_model
     from ..model.inference import resolve_device
 
-    rank, world = _dist()
     device = resolve_device(config.device)
-    if world > 1 and device.type == "cuda":
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    _init_dist(device)
+    rank, world = _dist()
     precision = _precision(config, device)
     out = Path(config.out)
     sources = list(sources) if sources is not None else [source_from_folder(c) for c in config.chunks]
@@ -235,7 +243,9 @@ def iter_train(
     model = _model(config, device)
     ddp_model = model
     if world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp_model = torch.nn.parallel.DistributedDataParallel(  # unused: e.g. the ViT's final norm, kept for the keys
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.t_max, eta_min=config.eta_min)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
