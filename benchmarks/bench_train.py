@@ -4,7 +4,7 @@ A phantom segment (``make_phantom``, 8-bit, ``--height`` x ``--width``) is cut i
 full-height chunks: the left one trains, the right one is held out whole for validation (every
 usable patch, kept pixels). The ``demo`` configuration of the prize architecture trains with the
 prize recipe (loss, AdamW, cosine schedule, clipping, augmentations) except for the learning rate
-(``--lr``), on all cores, until ``--minutes`` have passed (the run is stopped cleanly after the
+(``--lr``) and the precision (``--precision``, bf16 autocast by default), on all cores, until ``--minutes`` have passed (the run is stopped cleanly after the
 current step, then validated) or ``--epochs`` are done. The goal (issue 6): IoU >= 0.6 on the
 held-out chunk. The learning curve (per-epoch training loss and validation IoU) goes between the
 ``bench_train`` markers of ``docs/benchmarks.md``.
@@ -59,7 +59,7 @@ def run(args) -> dict:
     srcs = sources(work, args.height, args.width)
     config = TrainConfig(out=str(work / "run"), model="demo", epochs=args.epochs, batch_size=args.batch,
                          lr=args.lr, val_chunks=("phantom_02",), device="cpu", augment=not args.no_augment,
-                         cache="memory", seed=args.seed)  # fmt: skip
+                         cache="memory", seed=args.seed, precision=args.precision)  # fmt: skip
     stop, t0, curve, steps, info = threading.Event(), time.perf_counter(), [], 0, {}
     for ev in iter_train(config, srcs, stop=stop):
         r = ev.result or {}
@@ -91,7 +91,7 @@ Data: a phantom segment of {args.height:,} x {args.width:,} px (21 layers, seed 
 `phantom_01` trains ({res['info'].get('train', 0):,} patches by the prize's sampling), `phantom_02` is held out
 whole ({res['info'].get('val', 0):,} patches, every usable one). Network: the `demo` configuration of the prize
 architecture; prize recipe (loss, AdamW, cosine schedule, clipping, {'augmentations' if not args.no_augment else
-'no augmentations'}), batch {args.batch}, learning rate {args.lr:g}; stopped after {args.minutes:g} minutes.
+'no augmentations'}), batch {args.batch}, learning rate {args.lr:g}, {args.precision}; stopped after {args.minutes:g} minutes.
 {res['steps']:,} steps in {res['minutes']:.1f} minutes.
 
 | epoch | minutes | train loss | val loss | val IoU (kept) | val F1 | val IoU (prize-style) |
@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=7340043)
     ap.add_argument("--no-augment", action="store_true")
+    ap.add_argument("--precision", default="bf16", help="bf16 autocast is 1.6x faster on CPUs with AVX512-BF16")
     ap.add_argument("--no-docs", action="store_true")
     args = ap.parse_args()
     res = run(args)
