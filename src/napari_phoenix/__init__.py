@@ -36,6 +36,20 @@ _API = {
     "convert_checkpoint": "napari_phoenix.core.model.checkpoint",
     "ModelConfig": "napari_phoenix.core.model.config",
     "build_network": "napari_phoenix.core.model.network",
+    "predict": "napari_phoenix.core.predict",
+    "predict_window": "napari_phoenix.core.predict",
+    "iter_predict": "napari_phoenix.core.predict",
+    "PredictParams": "napari_phoenix.core.predict",
+    "train": "napari_phoenix.core.train.loop",
+    "iter_train": "napari_phoenix.core.train.loop",
+    "TrainConfig": "napari_phoenix.core.train.loop",
+    "propose_ink": "napari_phoenix.core.refine",
+    "propose_ignore": "napari_phoenix.core.refine",
+    "save_round": "napari_phoenix.core.refine",
+    "list_rounds": "napari_phoenix.core.refine",
+    "restore_round": "napari_phoenix.core.refine",
+    "compare_rounds": "napari_phoenix.core.refine",
+    "evaluate": "napari_phoenix.core.refine",
 }
 
 __all__ = ["__version__", *_API]
@@ -48,6 +62,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from .core.model.checkpoint import convert_checkpoint, load_model, save_model
     from .core.model.config import ModelConfig
     from .core.model.network import build_network
+    from .core.predict import PredictParams, iter_predict, predict, predict_window
+    from .core.refine import (
+        compare_rounds,
+        evaluate,
+        list_rounds,
+        propose_ignore,
+        propose_ink,
+        restore_round,
+        save_round,
+    )
+    from .core.train.loop import TrainConfig, iter_train, train
     from .core.phantom import PhantomParams, make_phantom
     from .core.segment import Segment, open_segment
     from .core.stack import LayerStack, open_stack

@@ -1,0 +1,134 @@
+"""Refinement: proposals with known answers, rounds that are never lost, comparisons, evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from napari_phoenix.core.masks import mask_history, read_mask
+from napari_phoenix.core.refine import (
+    RefineError,
+    compare_rounds,
+    evaluate,
+    list_rounds,
+    propose_ignore,
+    propose_ink,
+    restore_round,
+    save_round,
+)
+
+
+def _prob():
+    p = np.full((100, 120), 0.1, np.float32)
+    p[20:60, 20:50] = 0.9  # a letter stroke...
+    p[35:40, 30:35] = 0.2  # ...with a small hole
+    p[80:82, 100:102] = 0.95  # a speck
+    p[10:30, 80:110] = 0.5  # an unsure patch
+    return p
+
+
+def test_propose_ink_thresholds_drops_specks_fills_holes():
+    ink = propose_ink(_prob(), threshold=0.6, min_size=10, max_hole=40)
+    assert ink[20:60, 20:50].all()  # the hole (25 px) is filled
+    assert not ink[80:82, 100:102].any()  # the 4 px speck is gone
+    assert not ink[10:30, 80:110].any()
+    raw = propose_ink(_prob(), threshold=0.6, min_size=0, max_hole=0)
+    assert raw[80:82, 100:102].all() and not raw[35:40, 30:35].any()
+    assert propose_ink(_prob(), threshold=0.4, min_size=0, max_hole=0)[10:30, 80:110].all()
+    with pytest.raises(RefineError, match="threshold"):
+        propose_ink(_prob(), threshold=2)
+
+
+def test_propose_ignore_from_the_band_and_disagreement_grown_by_a_margin():
+    p = _prob()
+    ign = propose_ignore(p, band=(0.3, 0.7), margin=0)
+    assert ign[10:30, 80:110].all() and ign.sum() == 20 * 30
+    grown = propose_ignore(p, band=(0.3, 0.7), margin=3)
+    assert grown[7:33, 80:110].all() and grown[10:30, 77:113].all() and not grown[6, 80] and not grown[7, 77]
+    windows = np.stack([p, p, p])
+    windows[0, 60:70, 0:10] = 0.0  # the windows disagree there
+    windows[1, 60:70, 0:10] = 1.0
+    dis = propose_ignore(p, windows=windows, spread=0.2, margin=0)
+    assert dis[60:70, 0:10].all() and dis[10:30, 80:110].all()
+    mask = np.ones(p.shape, bool)
+    mask[:, 90:] = False
+    assert not propose_ignore(p, margin=0, mask=mask)[:, 90:].any()
+    with pytest.raises(RefineError, match="band"):
+        propose_ignore(p, band=(0.7, 0.3))
+
+
+def test_evaluate_over_kept_pixels():
+    label = np.zeros((10, 10), bool)
+    label[:, :5] = True
+    prob = np.zeros((10, 10), np.float32)
+    prob[:, :4] = 0.9  # misses one column
+    prob[:, 8:] = 0.9  # two false columns...
+    ignore = np.zeros((10, 10), bool)
+    ignore[:, 9:] = True  # ...one of them ignored
+    m = evaluate(prob, label, ignore)
+    assert (m["tp"], m["fp"], m["fn"], m["kept"]) == (40, 10, 10, 90)
+    assert m["iou"] == pytest.approx(40 / 60) and m["precision"] == pytest.approx(0.8)
+
+
+def test_rounds_save_list_compare_restore_and_never_overwrite(tmp_path):
+    chunk = tmp_path / "seg_01"
+    chunk.mkdir()
+    l1 = propose_ink(_prob(), 0.6, 10, 40)
+    i1 = propose_ignore(_prob(), margin=0)
+    r1 = save_round(chunk, l1, i1, note="first proposal", prediction={"store": "p.zarr"}, author="tester")
+    assert r1.number == 1 and r1.folder.name == "round-001"
+    np.testing.assert_array_equal(read_mask(chunk / "label.png"), l1)
+    np.testing.assert_array_equal(read_mask(chunk / "ignore.png"), i1)
+    l2 = l1.copy()
+    l2[70:90, 10:30] = True  # painted more ink
+    i2 = i1.copy()
+    i2[10:30, 80:95] = False  # and cleared part of the ignore
+    r2 = save_round(chunk, l2, i2, note="painted")
+    assert [r.number for r in list_rounds(chunk)] == [1, 2]
+    assert len(mask_history(chunk / "label.png")) == 1  # the round-1 label.png was kept
+    record = json.loads((r2.folder / "round.json").read_text())
+    assert record["note"] == "painted" and record["stats"]["ink_px"] == int(l2.sum())
+    diff, stats = compare_rounds(r1, r2)
+    assert stats["ink_added"] == 400 and stats["ink_removed"] == 0
+    assert stats["ignore_removed"] == 20 * 15 and (diff == 1).sum() == 400 and (diff == 4).sum() == 300
+    assert stats["ink_iou"] == pytest.approx(l1.sum() / l2.sum())
+    r3 = restore_round(chunk, 1)
+    assert r3.number == 3 and "restored round 1" in r3.record["note"]
+    np.testing.assert_array_equal(read_mask(chunk / "label.png"), l1)
+    for r, lab in ((r1, l1), (r2, l2)):  # every earlier round is intact
+        np.testing.assert_array_equal(r.masks()[0], lab)
+    with pytest.raises(RefineError, match="no round 9"):
+        restore_round(chunk, 9)
+
+
+def test_a_save_that_fails_midway_leaves_no_round_and_loses_nothing(tmp_path, monkeypatch):
+    import errno
+
+    import napari_phoenix.core.masks as masks
+
+    chunk = tmp_path / "seg_02"
+    chunk.mkdir()
+    first = save_round(chunk, _prob() > 0.5, _prob() < 0.2)
+    calls = {"n": 0}
+    real = masks.GrayPngWriter._put
+
+    def full_disk(self, pixels):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, pixels)
+
+    monkeypatch.setattr(masks.GrayPngWriter, "_put", full_disk)
+    with pytest.raises(OSError):
+        save_round(chunk, _prob() > 0.8, _prob() < 0.1)
+    monkeypatch.setattr(masks.GrayPngWriter, "_put", real)
+    assert [r.number for r in list_rounds(chunk)] == [1]
+    assert not list((chunk / "rounds").glob(".round-*"))
+    np.testing.assert_array_equal(read_mask(chunk / "label.png"), _prob() > 0.5)  # untouched
+    # a crash that left a partial folder behind: cleaned up, numbering continues
+    os.mkdir(chunk / "rounds" / ".round-002.partial")
+    second = save_round(chunk, _prob() > 0.8, _prob() < 0.1)
+    assert second.number == 2 and first.folder.exists()
