@@ -193,15 +193,18 @@ class PredictionLayers:
         A quick look at the visible region: layers named "… (visible)".
     overlay : OverlaySettings
         How the composite layer is made.
+    tag : str, optional
+        Another kind of result of the same stack (e.g. ``"fine-tuned"``): layers
+        named "… (tag)", kept apart from the untagged ones (neither reuses the other's).
     """
 
     def __init__(self, viewer: Any, source: Any, windows: Sequence[int], layer_numbers: Sequence[int],
-                 visible_only: bool, overlay: OverlaySettings):  # fmt: skip
+                 visible_only: bool, overlay: OverlaySettings, tag: str | None = None):  # fmt: skip
         self.viewer, self.source, self.windows = viewer, source, tuple(windows)
-        self.visible_only, self.overlay = visible_only, overlay
+        self.visible_only, self.overlay, self.tag = visible_only, overlay, tag
         self.arrays: list[Any] = []
         self.complete = False
-        suffix = " (visible)" if visible_only else ""
+        suffix = f" ({tag})" if tag else " (visible)" if visible_only else ""
         self.names = (f"{source.name} prediction windows{suffix}", f"{source.name} prediction{suffix}")
         numbers = list(layer_numbers)
         missing = [w for w in self.windows if w not in numbers]
@@ -223,8 +226,9 @@ class PredictionLayers:
     # ---- layers ---------------------------------------------------------------------------
 
     def _meta(self, role: str) -> dict:
-        return {"role": role, "source_layer": self.source.name, "visible_only": self.visible_only,
+        meta = {"role": role, "source_layer": self.source.name, "visible_only": self.visible_only,
                 "windows": list(self.windows), "complete": False}  # fmt: skip
+        return {**meta, "tag": self.tag} if self.tag else meta
 
     def _find(self) -> list:
         """The layers of an earlier run of the same stack and kind (reused), else []."""
@@ -232,7 +236,7 @@ class PredictionLayers:
         for ly in self.viewer.layers:
             m = ly.metadata.get("phoenix", {})
             if (m.get("role") in ROLES and m.get("source_layer") == self.source.name
-                    and m.get("visible_only") == self.visible_only):  # fmt: skip
+                    and m.get("visible_only") == self.visible_only and m.get("tag") == self.tag):  # fmt: skip
                 found[m["role"]] = ly
         return [found[r] for r in ROLES] if len(found) == 2 else []
 

@@ -136,3 +136,11 @@ def test_metrics_kept_and_prize_style():
     assert m["f1"] == pytest.approx(0.5)
     # prize-style: the ignored pixel called ink is a false positive (its target is 0), the other a true negative
     assert m["iou_prize"] == pytest.approx(1 / 4) and m["precision_prize"] == pytest.approx(1 / 3)
+
+
+def test_no_usable_patch_is_a_clear_error():
+    src = _chunk()
+    src.mask = np.zeros_like(src.mask)  # no papyrus at all
+    assert len(candidate_patches(src)) == 0
+    with pytest.raises(DatasetError, match="no patch passes the rules"):
+        build_patches([src], seed=0)

@@ -140,8 +140,9 @@ def candidate_patches(src: Source, index: int = 0) -> Patches:
     lab, kp = lab[ok], kp[ok]
     yx = np.stack([ys[out_y][ok], xs[out_x][ok]], 1)
     ink_pct = np.floor(100 * lab.sum(axis=(1, 2)) / (OUT * OUT)).astype(np.int16)
-    return Patches(np.full(len(yx), index, np.int32), yx, ink_pct, np.packbits(lab.reshape(len(yx), -1), axis=1),
-                   np.packbits(kp.reshape(len(yx), -1), axis=1))  # fmt: skip
+    return Patches(np.full(len(yx), index, np.int32), yx, ink_pct,
+                   np.packbits(lab.reshape(len(yx), OUT * OUT), axis=1),
+                   np.packbits(kp.reshape(len(yx), OUT * OUT), axis=1))  # fmt: skip
 
 
 def sample_patches(cands: Patches, rng: np.random.Generator) -> Patches:
