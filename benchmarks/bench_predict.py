@@ -206,7 +206,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--stride", type=int, default=8)
     ap.add_argument("--tta", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=16, help="engine batch (small batches stay in the CPU cache)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--prize-repeats", type=int, default=1)
     ap.add_argument("--device", default="cpu")

@@ -193,7 +193,10 @@ def child(args) -> dict:
     wall = time.perf_counter() - t0
     done.set()
     me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    return {"steps": steps, "wall": wall, "rss_self": me.ru_maxrss * 1024, "rss_sampled": PEAK[0],
+    # this process's own peak: VmHWM counts only since exec; ru_maxrss would also carry the peak
+    # RSS of the harness that forked it (Linux keeps it across execve)
+    hwm = next(int(ln.split()[1]) for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("VmHWM"))
+    return {"steps": steps, "wall": wall, "rss_self": hwm * 1024, "rss_sampled": PEAK[0],
             "rss_child": kids.ru_maxrss * 1024, "user": me.ru_utime + kids.ru_utime,
             "sys": me.ru_stime + kids.ru_stime}
 
@@ -319,8 +322,8 @@ in all) and a 0/255 `mask.png`. Exported: chunks {', '.join(map(str, CHUNKS))} o
 with their masks: {ph['written'] / GB:.1f} GB of output per method. Each method runs once in a fresh process,
 after the 1-minute load average fell below 0.6 (or {args.max_wait:.0f} s passed: see "load"), with every
 input evicted from the page cache (cold); every output file is fsync'ed inside the timing. CPU = user /
-system time of the process and its workers. Peak RSS (`ru_maxrss`): *process* = the method's process;
-*worker* = the largest worker process (`RUSAGE_CHILDREN`); *bound* = process + {workers} x worker for
+system time of the process and its workers. Peak RSS: *process* = the method's process (`VmHWM`, since its start);
+*worker* = the largest worker process (`ru_maxrss` of `RUSAGE_CHILDREN`, which also carries the parent's RSS when it forked them: an upper bound); *bound* = process + {workers} x worker for
 napari-phoenix (an upper bound: the peaks need not coincide), the process for the prize; *sampled* =
 largest sum of the RSS of the process and its workers, sampled every 0.1 s. Read = bytes the method
 reads from the files (the prize reads every layer once per chunk: the page cache cannot hold the

@@ -127,7 +127,7 @@ def test_the_ink_network_runs_through_the_engine():
     torch.manual_seed(0)
     net = build_network(ModelConfig.demo())
     stack = _stack(h=160, w=200, seed=4)
-    got = predict_window(stack, net, None, stride=1, tta=1, device="cpu")
+    got = predict_window(stack, net, None, stride=1, tta=1, device="cpu", precision="fp32")
 
     def model(x):
         with torch.no_grad():
@@ -276,7 +276,7 @@ def test_regions_as_tasks_on_a_local_cluster(tmp_path):
     torch.manual_seed(0)
     net = build_network(ModelConfig.demo())
     stack, mask = _Numbered(_stack(layers=17, h=300, w=420, seed=6), list(range(17))), _mask()
-    params = PredictParams(windows=(0, 1), stride=1, tta=1, device="cpu", region=128)
+    params = PredictParams(windows=(0, 1), stride=1, tta=1, device="cpu", region=128, precision="fp32")
     local = list(iter_predict(stack, net, params, mask))[-1].result
     stored = PredictParams(**{**params.to_dict(), "out": str(tmp_path / "c.zarr")})
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",

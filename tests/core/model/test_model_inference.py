@@ -21,16 +21,23 @@ from napari_phoenix.core.model.inference import (
 def test_fp32_is_the_plain_forward(small_model, small_input):
     with torch.no_grad():
         expected = small_model(small_input)
-    fast = inference_model(small_model, "cpu")
-    assert fast.options.precision == "fp32" and fast.options.channels_last is False  # CPU defaults
+    fast = inference_model(small_model, "cpu", precision="fp32", channels_last=False)
     got = fast(small_input)
     side = small_model.config.tile_size // 4
     assert got.dtype == torch.float32 and got.shape == (2, side, side)
     assert torch.equal(got, expected)
 
 
+def test_cpu_defaults_follow_the_benchmark(small_model):
+    from napari_phoenix.core.model.inference import cpu_has_bf16
+
+    fast = inference_model(small_model, "cpu")
+    assert fast.options.channels_last is True
+    assert fast.options.precision == ("bf16" if cpu_has_bf16() else "fp32")
+
+
 def test_bf16_autocast_is_close_and_returns_float32(small_model, small_input):
-    expected = inference_model(small_model, "cpu")(small_input)
+    expected = inference_model(small_model, "cpu", precision="fp32", channels_last=False)(small_input)
     got = inference_model(small_model, "cpu", precision="bf16")(small_input)
     assert got.dtype == torch.float32
     assert not torch.equal(got, expected)  # it really ran in bfloat16
@@ -39,16 +46,16 @@ def test_bf16_autocast_is_close_and_returns_float32(small_model, small_input):
 
 
 def test_channels_last_gives_the_same_logits(small_model, small_input):
-    expected = inference_model(small_model, "cpu")(small_input)
-    fast = inference_model(small_model, "cpu", channels_last=True)
+    expected = inference_model(small_model, "cpu", precision="fp32", channels_last=False)(small_input)
+    fast = inference_model(small_model, "cpu", precision="fp32", channels_last=True)
     conv = next(m for m in small_model.modules() if isinstance(m, nn.Conv3d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
     torch.testing.assert_close(fast(small_input), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_compile_path_runs(small_model, small_input):
-    expected = inference_model(small_model, "cpu")(small_input)
-    fast = inference_model(small_model, "cpu", compile=True, compile_backend="eager")
+    expected = inference_model(small_model, "cpu", precision="fp32")(small_input)
+    fast = inference_model(small_model, "cpu", precision="fp32", compile=True, compile_backend="eager")
     assert fast._run is not fast.module
     torch.testing.assert_close(fast(small_input), expected)
 
@@ -67,7 +74,7 @@ def test_options_are_checked():
 
 
 def test_profile_split_covers_the_forward(small_model, small_input):
-    fast = inference_model(small_model, "cpu")
+    fast = inference_model(small_model, "cpu", precision="fp32")
     parts = profile_split(fast, small_input, repeats=1)
     assert set(parts) == {*SPLIT, "other", "total"}
     assert all(v > 0 for k, v in parts.items() if k != "other")

@@ -9,11 +9,12 @@ the same input and output) into a callable that takes a float batch
   autocast policy keeps softmax, layer norm and the reductions in float32, and
   the logits are returned in float32 (the sigmoid, the TTA average and the
   tile accumulation happen in float32 outside). ``"auto"`` is fp16 on CUDA,
-  as the prize ran, and float32 on the CPU, where autocast is slower
-  (``docs/benchmarks.md``, ``bench_model``).
+  as the prize ran; on a CPU bf16 where it has bf16 instructions (3.3x faster
+  than float32 with channels-last on this project's CPU, ``docs/benchmarks.md``,
+  ``bench_model``), else float32.
 * **channels-last memory** (``channels_last``): NDHWC for the UNETR's 3-D
-  convolutions, NHWC for the SegFormer's 2-D ones. ``None`` means on for CUDA
-  only.
+  convolutions, NHWC for the SegFormer's 2-D ones. ``None`` means on (it won
+  on the CPU, 1.5x in float32; the usual choice for cuDNN).
 * ``torch.compile`` (``compile=True``), off by default: the first batch of
   each new shape pays the compilation.
 
@@ -63,9 +64,9 @@ class InferenceOptions:
     Parameters
     ----------
     precision : {"auto", "fp32", "fp16", "bf16"}
-        Autocast dtype; ``"auto"``: fp16 on CUDA, fp32 elsewhere.
+        Autocast dtype; ``"auto"``: fp16 on CUDA, bf16 on CPUs with bf16 instructions, else fp32.
     channels_last : bool or None
-        Channels-last memory format; ``None``: on for CUDA only.
+        Channels-last memory format; ``None``: on.
     compile : bool
         Wrap the network in ``torch.compile``.
     compile_mode : str or None
@@ -86,15 +87,26 @@ class InferenceOptions:
             raise InferenceError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
 
     def resolved(self, device: torch.device) -> InferenceOptions:
-        """The options with "auto" / None decided for ``device``."""
+        """The options with "auto" / None decided for ``device`` (what ``bench_model.py`` found fastest)."""
         cuda = device.type == "cuda"
-        precision = self.precision if self.precision != "auto" else ("fp16" if cuda else "fp32")
-        channels_last = cuda if self.channels_last is None else self.channels_last
+        if self.precision != "auto":
+            precision = self.precision
+        else:  # the prize ran fp16 on GPUs; on CPUs bf16 pays only where the CPU has bf16 instructions
+            precision = "fp16" if cuda else ("bf16" if cpu_has_bf16() else "fp32")
+        channels_last = True if self.channels_last is None else self.channels_last
         return InferenceOptions(precision, channels_last, self.compile, self.compile_mode, self.compile_backend)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (for provenance)."""
         return asdict(self)
+
+
+def cpu_has_bf16() -> bool:
+    """True if oneDNN has native bfloat16 kernels on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 class InferenceModel:
