@@ -68,6 +68,14 @@ def cpu_peak_tflops() -> tuple[float, str]:
         f"({'two 256-bit FMA pipes' if per_cycle == 32 else 'two 512-bit FMA pipes' if per_cycle == 64 else 'SSE'})")
 
 
+def cpu_peak_for(precision: str) -> float:
+    """Nominal CPU peak for a precision: bf16 dot products (AVX512-BF16 / AMX) do twice the fp32 rate."""
+    from napari_phoenix.core.model.inference import cpu_has_bf16
+
+    fp32, _ = cpu_peak_tflops()
+    return 2 * fp32 if precision == "bf16" and cpu_has_bf16() else fp32
+
+
 def gpu_peak_tflops(name: str, precision: str) -> float | None:
     for key, peaks in GPU_PEAKS.items():
         if key in name:
@@ -112,7 +120,8 @@ def run(args) -> dict:
     flops = count_flops(model, (1, 1, 16, 128, 128))
     res = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
            "parameters": count_parameters(model), "flops_per_patch": flops, "variants": {}, "torch": torch.__version__,
-           "threads": torch.get_num_threads()}
+           "threads": torch.get_num_threads(), "load_at_start": LOAD_AT_START,
+           "date": datetime.date.today().isoformat()}
     for name in args.variants:
         fields = VARIANTS[name]
         try:
@@ -154,7 +163,8 @@ def report(args, res: dict) -> str:
     gflop = res["flops_per_patch"] / 1e9
     if device.type == "cpu":
         peak, how = cpu_peak_tflops()
-        peak_note = f"nominal fp32 peak {peak * 1000:,.0f} GFLOPS ({how}; an estimate)"
+        peak_note = (f"nominal fp32 peak {peak * 1000:,.0f} GFLOPS ({how}; an estimate from the base clock: turbo "
+                     f"runs higher), bf16 twice that")
     else:
         peak_note = "peak: NVIDIA's dense figures (TF32 for fp32, fp16 / bf16 tensor cores)"
     lines = []
@@ -166,7 +176,8 @@ def report(args, res: dict) -> str:
             if "error" in r:
                 lines.append(f"| {name} | {r['batch']} | - | - | - | {r['error']} |")
                 continue
-            p = peak if device.type == "cpu" else gpu_peak_tflops(res["device"], v["options"]["precision"])
+            prec = v["options"]["precision"]
+            p = cpu_peak_for(prec) if device.type == "cpu" else gpu_peak_tflops(res["device"], prec)
             frac = f"{100 * r['patches_per_s'] * res['flops_per_patch'] / (p * 1e12):.1f} %" if p else "-"
             extra = f"{r['first_forward_s']:.1f} s first forward" + (
                 f", {r['max_memory_gb']:.1f} GB" if "max_memory_gb" in r else "")
@@ -183,7 +194,7 @@ def report(args, res: dict) -> str:
     return f"""## Model throughput, {'CPU' if cpu else 'GPU'} (`bench_model.py{'' if cpu else ' --device cuda'}`)
 
 Machine: {mach}; Python {platform.python_version()}, torch {res['torch']};
-{datetime.date.today().isoformat()}, load average {LOAD_AT_START:.2f} at start.
+{res.get('date', datetime.date.today().isoformat())}, load average {res.get('load_at_start', LOAD_AT_START):.2f} at start.
 Network: the prize configuration `unetr-sf-b3` ({res['parameters']:,} parameters), eval mode, random
 input `(B, 1, 16, 128, 128)`. **{gflop:,.1f} GFLOPs per patch** (multiply-add = 2, counted by
 `torch.utils.flop_counter`). Options: `fp32` plain; `bf16` / `fp16` autocast (logits returned in
@@ -215,12 +226,13 @@ def main() -> None:
     ap.add_argument("--split-reps", type=int, default=3)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-docs", action="store_true")
+    ap.add_argument("--from-json", type=Path, help="re-render the report of a saved --json run")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     args.batches = [int(b) for b in (args.batches or ("1,2,4,8,16,32,64,128" if cuda else "1,2,4")).split(",")]
     args.variants = (args.variants or ",".join(GPU_VARIANTS if cuda else CPU_VARIANTS)).split(",")
     args.min_time = args.min_time if args.min_time is not None else (3.0 if cuda else 6.0)
-    res = run(args)
+    res = json.loads(args.from_json.read_text()) if args.from_json else run(args)
     text = report(args, res)
     print(text)
     if args.json:
