@@ -49,6 +49,7 @@ _API = {
     "list_rounds": "napari_phoenix.core.refine",
     "restore_round": "napari_phoenix.core.refine",
     "compare_rounds": "napari_phoenix.core.refine",
+    "compare_predictions": "napari_phoenix.core.refine",
     "evaluate": "napari_phoenix.core.refine",
 }
 
@@ -64,6 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .core.model.network import build_network
     from .core.predict import PredictParams, iter_predict, predict, predict_window
     from .core.refine import (
+        compare_predictions,
         compare_rounds,
         evaluate,
         list_rounds,

@@ -132,3 +132,55 @@ def test_a_save_that_fails_midway_leaves_no_round_and_loses_nothing(tmp_path, mo
     os.mkdir(chunk / "rounds" / ".round-002.partial")
     second = save_round(chunk, _prob() > 0.8, _prob() < 0.1)
     assert second.number == 2 and first.folder.exists()
+
+
+def test_compare_predictions():
+    from napari_phoenix.core.refine import compare_predictions
+
+    a = _prob()
+    b = a.copy()
+    b[80:82, 100:102] = 0.1  # the speck is gone
+    b[0:10, 0:10] = 0.8  # new ink
+    diff, stats = compare_predictions(a, b, threshold=0.6)
+    assert diff.dtype == np.float32 and diff[0, 0] == pytest.approx(0.7)
+    assert (stats["became_ink"], stats["stopped_being_ink"]) == (100, 4)
+    assert stats["ink_iou"] == pytest.approx((stats["ink_a"] - 4) / (stats["ink_a"] + 100))
+    with pytest.raises(RefineError, match="different sizes"):
+        compare_predictions(a, a[:10])
+
+
+def test_a_save_killed_midway_leaves_no_round(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    chunk = tmp_path / "seg_03"
+    chunk.mkdir()
+    first = save_round(chunk, _prob() > 0.5, _prob() < 0.2, note="kept")
+    script = f"""
+import time, numpy as np
+import napari_phoenix.core.masks as masks
+from napari_phoenix.core.refine import save_round
+real = masks.GrayPngWriter._put
+def slow(self, pixels):
+    real(self, pixels)
+    open({str(tmp_path / 'started')!r}, 'w').close()
+    time.sleep(60)  # killed here, in the middle of writing the round
+masks.GrayPngWriter._put = slow
+save_round({str(chunk)!r}, np.ones((100, 120), bool), np.zeros((100, 120), bool))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        for _ in range(600):
+            if (tmp_path / "started").exists():
+                break
+            time.sleep(0.1)
+        assert (tmp_path / "started").exists()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert [r.number for r in list_rounds(chunk)] == [1]  # no half round
+    np.testing.assert_array_equal(first.masks()[0], _prob() > 0.5)
+    np.testing.assert_array_equal(read_mask(chunk / "label.png"), _prob() > 0.5)
+    assert save_round(chunk, _prob() > 0.8, _prob() < 0.1).number == 2  # the leftover is cleaned up
+    assert not list((chunk / "rounds").glob(".round-*"))

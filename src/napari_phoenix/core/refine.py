@@ -330,3 +330,23 @@ def _pair(x: Any) -> tuple[np.ndarray, np.ndarray]:
         return x.masks()
     label, ignore = x
     return _array(label) != 0, _array(ignore) != 0
+
+
+def compare_predictions(a: Any, b: Any, threshold: float = 0.5, mask: Any = None) -> tuple[np.ndarray, dict[str, float]]:
+    """Difference (``b - a``, float32) and statistics between two probability maps.
+
+    Statistics: mean absolute change, ink area of each at ``threshold``, pixels
+    that became ink / stopped being ink, and the IoU of the two thresholded
+    maps; over ``mask`` if given.
+    """
+    pa, pb = _array(a).astype(np.float32, copy=False), _array(b).astype(np.float32, copy=False)
+    if pa.shape != pb.shape:
+        raise RefineError(f"the predictions have different sizes: {pa.shape} and {pb.shape}")
+    inside = np.ones(pa.shape, bool) if mask is None else _array(mask) != 0
+    ia, ib = (pa >= threshold) & inside, (pb >= threshold) & inside
+    union = int((ia | ib).sum())
+    stats = {"mean_abs_change": float(np.abs(pb - pa)[inside].mean()) if inside.any() else 0.0,
+             "ink_a": int(ia.sum()), "ink_b": int(ib.sum()), "became_ink": int((ib & ~ia).sum()),
+             "stopped_being_ink": int((ia & ~ib).sum()),
+             "ink_iou": int((ia & ib).sum()) / union if union else 1.0}  # fmt: skip
+    return pb - pa, stats
