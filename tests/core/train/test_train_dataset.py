@@ -122,7 +122,7 @@ def test_prize_loss_formula():
     assert float(got.detach()) == pytest.approx(0.5 * dice + 0.5 * bce, rel=1e-5)
     got.backward()
     assert logits.grad[k == 0].abs().sum() == 0 and logits.grad.abs().sum() > 0  # ignored pixels: no gradient
-    assert float(prize_loss(logits, t, torch.zeros_like(k))) == 0
+    assert float(prize_loss(logits, t, torch.zeros_like(k)).detach()) == 0
 
 
 def test_metrics_kept_and_prize_style():
