@@ -134,3 +134,23 @@ def test_ddp_with_two_cpu_processes_on_gloo(tmp_path):
     assert (tmp_path / "run" / "epoch-001.json").exists() and (tmp_path / "run" / "best.json").exists()
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert len(rows) == 1  # written once, by rank 0
+
+
+def test_a_diverging_run_stops_with_a_clear_error(tmp_path, monkeypatch):
+    import napari_phoenix.core.train.loop as loop
+
+    real = loop.prize_loss
+    calls = {"n": 0}
+
+    def loss(*a):
+        value = real(*a)
+        if torch.is_grad_enabled():  # training steps only
+            calls["n"] += 1
+            if calls["n"] == 3:  # the 3rd step (epoch 2) blows up
+                return value * float("nan")
+        return value
+
+    monkeypatch.setattr(loop, "prize_loss", loss)
+    with pytest.raises(TrainError, match="diverged.*Lower the learning rate"):
+        train(_config(tmp_path), [_source()])
+    assert (tmp_path / "run" / "epoch-001.json").exists()  # epoch 1 finished and was kept

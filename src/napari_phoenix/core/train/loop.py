@@ -305,6 +305,12 @@ def iter_train(
                 with _autocast(device, precision):
                     logits = ddp_model(x)
                 loss = prize_loss(logits, ink32, keep32)
+                if not torch.isfinite(loss):
+                    raise TrainError(
+                        f"the loss became {float(loss)} at epoch {epoch + 1}, step {k + 1}: the training diverged. "
+                        "Lower the learning rate (or use precision 'fp32'); the last epoch's checkpoint and "
+                        "state are kept, so the run resumes from there"
+                    )
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)
