@@ -307,7 +307,7 @@ def iter_train(
                 loss = prize_loss(logits, ink32, keep32)
                 if not torch.isfinite(loss):
                     raise TrainError(
-                        f"the loss became {float(loss)} at epoch {epoch + 1}, step {k + 1}: the training diverged. "
+                        f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {k + 1}: the training diverged. "
                         "Lower the learning rate (or use precision 'fp32'); the last epoch's checkpoint and "
                         "state are kept, so the run resumes from there"
                     )
