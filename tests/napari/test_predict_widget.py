@@ -15,9 +15,7 @@ from qtpy.QtCore import QSettings, Qt
 from napari_phoenix._napari import predict_widget as pw
 from napari_phoenix.core import stack as stack_mod
 from napari_phoenix.core.model import checkpoint as ckpt_mod
-from napari_phoenix.core.model.checkpoint import load_model, save_model
-from napari_phoenix.core.model.config import ModelConfig
-from napari_phoenix.core.model.network import build_network
+from napari_phoenix.core.model.checkpoint import load_model
 from napari_phoenix.core.overlay import OverlaySettings, composite
 from napari_phoenix.core.phantom import make_phantom
 from napari_phoenix.core.predict import PredictParams, iter_predict
@@ -32,12 +30,6 @@ def own_settings(tmp_path, monkeypatch):
     """The widget remembers into a file of this test, not the user's settings."""
     path = str(tmp_path / "settings.ini")
     monkeypatch.setattr(pw, "settings", lambda: QSettings(path, QSettings.Format.IniFormat))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_model(build_network(ModelConfig.demo()), tmp_path_factory.mktemp("models") / "m")
 
 
 @pytest.fixture

@@ -13,9 +13,6 @@ from qtpy.QtCore import QSettings, Qt, QTimer
 
 from napari_phoenix._napari import predict_widget as pw
 from napari_phoenix._napari import train_widget as tw
-from napari_phoenix.core.model.checkpoint import save_model
-from napari_phoenix.core.model.config import ModelConfig
-from napari_phoenix.core.model.network import build_network
 from napari_phoenix.core.phantom import make_phantom
 from napari_phoenix.core.train import loop
 
@@ -26,15 +23,8 @@ torch.set_num_threads(1)
 def own_settings(tmp_path, monkeypatch):
     """Both widgets remember into a file of this test, not the user's settings."""
     path = str(tmp_path / "settings.ini")
-    for module in (tw, pw):
-        monkeypatch.setattr(module, "settings", lambda: QSettings(path, QSettings.Format.IniFormat))
+    monkeypatch.setattr(pw, "settings", lambda: QSettings(path, QSettings.Format.IniFormat))
     return path
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    return save_model(build_network(ModelConfig.demo()), tmp_path_factory.mktemp("models") / "m")
 
 
 @pytest.fixture

@@ -53,8 +53,26 @@ def sentence(err: object) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Failed:
-    error: PhoenixError
+class Failed:
+    """An expected error a worker job returns instead of raising (shown in a status line)."""
+
+    error: Exception
+
+
+def show_status(label: QLabel, text: str, error: bool = False) -> None:
+    """Put a sentence in a widget's status line, red for errors."""
+    label.setStyleSheet(ERROR_STYLE if error else "")
+    label.setText(text)
+
+
+def browse_row(edit: QLineEdit, browse: Callable[[], None]) -> QHBoxLayout:
+    """A line edit with a "Browse…" button beside it that calls ``browse``."""
+    button = QPushButton("Browse…")
+    button.clicked.connect(browse)
+    row = QHBoxLayout()
+    row.addWidget(edit, 1)
+    row.addWidget(button)
+    return row
 
 
 def _run_job(events):
@@ -66,7 +84,7 @@ def _run_job(events):
     try:
         yield from events
     except PhoenixError as err:
-        return _Failed(err)
+        return Failed(err)
     return None
 
 
@@ -102,11 +120,7 @@ class ExportPanel(QGroupBox):
         self.contrast_check = QCheckBox("Contrasted (into parts_contrasted/)", checked=_DEFAULTS["contrast"])
         self.contrast_check.setToolTip("Unchecked: plain pixels, into parts/")
         self.out_edit = QLineEdit(placeholderText="the segment folder")
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse)
-        out_row = QHBoxLayout()
-        out_row.addWidget(self.out_edit, 1)
-        out_row.addWidget(browse)
+        out_row = browse_row(self.out_edit, self._browse)
         self.workers_spin = QSpinBox(minimum=0, maximum=256, specialValueText="one per core")
         self.workers_spin.setValue(_DEFAULTS["workers"])
         self.workers_spin.setToolTip("Worker processes (1: in the worker thread itself)")
@@ -245,7 +259,7 @@ class ExportPanel(QGroupBox):
         return Path(p.out or p.segment) / ("parts_contrasted" if p.contrast else "parts")
 
     def _on_returned(self, result) -> None:
-        if isinstance(result, _Failed):
+        if isinstance(result, Failed):
             return self._set_status(sentence(result.error), error=True)
         files = f"{self._written} files written" if self._written else "all were already complete"
         self._set_status(f"Done: the chunks are in {self._where()} ({files}).")
@@ -263,5 +277,4 @@ class ExportPanel(QGroupBox):
         self.update_state()
 
     def _set_status(self, text: str, error: bool = False) -> None:
-        self.status.setStyleSheet(ERROR_STYLE if error else "")
-        self.status.setText(text)
+        show_status(self.status, text, error)

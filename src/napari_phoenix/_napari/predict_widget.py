@@ -35,7 +35,7 @@ from ..core.errors import PhoenixError
 from ..core.overlay import OverlaySettings
 from ..core.predict import PredictError, Prediction, PredictParams, iter_predict
 from ..core.tiling import TTA_NAMES
-from .export_panel import ERROR_STYLE, sentence
+from .export_panel import Failed, browse_row, sentence, show_status
 from .prediction_layers import (
     ROLES,
     LayerInput,
@@ -60,11 +60,6 @@ def settings() -> QSettings:
     return QSettings("napari-phoenix", "napari-phoenix")
 
 
-@dataclasses.dataclass(frozen=True)
-class _Failed:
-    error: Exception
-
-
 def _job(checkpoint, stack, params, mask, bounds, cancel, provenance):
     """Load the model and predict (in the worker thread); expected errors are returned, not raised."""
     from ..core.model import checkpoint as ckpt
@@ -76,7 +71,7 @@ def _job(checkpoint, stack, params, mask, bounds, cancel, provenance):
             return None
         yield from iter_predict(stack, model, params, mask, bounds=bounds, provenance=provenance, cancel=cancel)
     except (PhoenixError, OSError) as err:
-        return _Failed(err)
+        return Failed(err)
     return None
 
 
@@ -122,7 +117,7 @@ class PredictWidget(QWidget):
         self.checkpoint_edit = QLineEdit(settings().value(CHECKPOINT_KEY, "", type=str),
                                          placeholderText="a .ckpt, or a .safetensors with its .json")  # fmt: skip
         self.checkpoint_edit.editingFinished.connect(self._checkpoint_changed)
-        form.addRow("Checkpoint", self._with_browse(self.checkpoint_edit, self._browse_checkpoint))
+        form.addRow("Checkpoint", browse_row(self.checkpoint_edit, self._browse_checkpoint))
         self.windows_edit = QLineEdit(",".join(map(str, _DEFAULTS["windows"])))
         self.windows_edit.setToolTip("First layer of each 16-layer window, e.g. 3,4,5")
         self.stride_combo = QComboBox(toolTip="Tiles every 128 / stride px: more overlap, smoother, slower")
@@ -151,7 +146,7 @@ class PredictWidget(QWidget):
         out = QGroupBox("Output")
         form = QFormLayout(out)
         self.out_edit = QLineEdit(placeholderText="zarr store (empty: in memory only)")
-        form.addRow("Store", self._with_browse(self.out_edit, self._browse_out))
+        form.addRow("Store", browse_row(self.out_edit, self._browse_out))
         self.overwrite_check = QCheckBox("Replace a store made with other settings",
                                          checked=_DEFAULTS["overwrite"])  # fmt: skip
         self.overwrite_check.setToolTip("Unchecked: a store from the same settings resumes, another one is refused")
@@ -179,15 +174,6 @@ class PredictWidget(QWidget):
         root.addWidget(self.overlay_box)
         root.addStretch(1)
         self._device_changed()
-
-    @staticmethod
-    def _with_browse(edit: QLineEdit, browse) -> QHBoxLayout:
-        button = QPushButton("Browse…")
-        button.clicked.connect(browse)
-        row = QHBoxLayout()
-        row.addWidget(edit, 1)
-        row.addWidget(button)
-        return row
 
     # ---- layers and fields ---------------------------------------------------------------
 
@@ -367,7 +353,7 @@ class PredictWidget(QWidget):
             self._set_status(f"Region {ev.done} of {ev.total}: {rate:,.1f} patches/s, about {duration(left)} left.")
 
     def _on_returned(self, result) -> None:
-        if isinstance(result, _Failed):
+        if isinstance(result, Failed):
             return self._set_status(sentence(result.error), error=True)
         if self._done is not None:
             prov, out = self._done.provenance, self._params.out
@@ -393,8 +379,7 @@ class PredictWidget(QWidget):
         self.cancel_button.setEnabled(running)
 
     def _set_status(self, text: str, error: bool = False) -> None:
-        self.status.setStyleSheet(ERROR_STYLE if error else "")
-        self.status.setText(text)
+        show_status(self.status, text, error)
 
     def closeEvent(self, event) -> None:
         """Cancel a running prediction when the widget closes."""

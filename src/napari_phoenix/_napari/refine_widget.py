@@ -39,7 +39,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.refine import RefineError, propose_ignore, propose_ink
-from .export_panel import ERROR_STYLE, sentence
+from .export_panel import sentence, show_status
 from .layer_data import MASK_STYLE
 from .refine_tools import (
     COLORS,
@@ -403,8 +403,7 @@ class RefineWidget(QWidget):
 
     def set_status(self, text: str, error: bool = False) -> None:
         """Show a sentence under the tabs (red for errors)."""
-        self.status.setStyleSheet(ERROR_STYLE if error else "")
-        self.status.setText(text)
+        show_status(self.status, text, error)
 
     def closeEvent(self, event) -> None:
         """Give the keys back and stop blinking when the widget closes."""

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QSettings, Qt
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -44,7 +44,7 @@ from ..core.predict import Prediction, PredictParams
 from ..core.progress import Progress
 from ..core.train.dataset import DatasetError, Source
 from . import predict_widget
-from .export_panel import ERROR_STYLE, sentence
+from .export_panel import Failed, browse_row, sentence, show_status
 from .prediction_layers import (
     ROLES,
     LayerInput,
@@ -62,16 +62,6 @@ TAG = "fine-tuned"
 FINE_TUNE_STEPS = 20
 FINE_TUNE_PREDICT = {"stride": 2, "tta": 0}
 MASK_ROLES = {"ink": "label", "ignore": "ignore", "mask": "mask"}
-
-
-def settings() -> QSettings:
-    """Where the widget remembers the last checkpoint (tests point this at a temporary file)."""
-    return QSettings("napari-phoenix", "napari-phoenix")
-
-
-@dataclasses.dataclass(frozen=True)
-class _Failed:
-    error: Exception
 
 
 def best_checkpoint(out: str | Path) -> str | None:
@@ -132,7 +122,7 @@ def _job(config, sources, stop, predict=None):
             yield Progress(ev.done, ev.total, ev.message, {"kind": "predict", "event": ev.result})
         return end
     except (PhoenixError, OSError) as err:
-        return _Failed(err)
+        return Failed(err)
 
 
 def _plane(layer) -> np.ndarray:
@@ -187,11 +177,11 @@ class TrainWidget(QWidget):
 
         model = QGroupBox("Model")
         form = QFormLayout(model)
-        self.checkpoint_edit = QLineEdit(settings().value(CHECKPOINT_KEY, "", type=str),
+        self.checkpoint_edit = QLineEdit(predict_widget.settings().value(CHECKPOINT_KEY, "", type=str),
                                          placeholderText="empty: a fresh network")  # fmt: skip
         self.checkpoint_edit.setToolTip("The model to fine-tune; set to the best model when a run finishes")
         self.checkpoint_edit.textChanged.connect(lambda t: self.model_combo.setEnabled(not t.strip()))
-        form.addRow("Start from", self._with_browse(self.checkpoint_edit, self._browse_checkpoint))
+        form.addRow("Start from", browse_row(self.checkpoint_edit, self._browse_checkpoint))
         self.model_combo = QComboBox(toolTip="Architecture of a fresh network (b3: the prize's; demo: tiny, fast)")
         self.model_combo.addItems(MODELS)
         self.model_combo.setCurrentText(d["model"])
@@ -217,7 +207,7 @@ class TrainWidget(QWidget):
                          ("Batch size", self.batch_spin), ("First layer", self.first_spin),
                          ("Device", self.device_combo), ("", self.augment_check)):  # fmt: skip
             form.addRow(label, w)
-        form.addRow("Run folder", self._with_browse(self.out_edit, self._browse_out))
+        form.addRow("Run folder", browse_row(self.out_edit, self._browse_out))
         root.addWidget(train)
 
         self.start_button = QPushButton("Start", toolTip="Train on a snapshot of the layers")
@@ -243,15 +233,6 @@ class TrainWidget(QWidget):
         for w in (self.status, self.snapshot_note, self.current_label, self.plot):
             root.addWidget(w)
         root.addStretch(1)
-
-    @staticmethod
-    def _with_browse(edit: QLineEdit, browse) -> QHBoxLayout:
-        button = QPushButton("Browse…")
-        button.clicked.connect(browse)
-        row = QHBoxLayout()
-        row.addWidget(edit, 1)
-        row.addWidget(button)
-        return row
 
     def _browse_checkpoint(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Model to fine-tune", self.checkpoint_edit.text(),
@@ -368,7 +349,7 @@ class TrainWidget(QWidget):
         except PhoenixError as err:
             return self._set_status(sentence(err), error=True)
         if config.init:
-            settings().setValue(CHECKPOINT_KEY, config.init)
+            predict_widget.settings().setValue(CHECKPOINT_KEY, config.init)
         self.sources, self.config, self._predict, self._stop = sources, config, predict, threading.Event()
         self.result, self._predicted = None, False
         self.snapshot_note.setText(f"Training on a snapshot taken at {time.strftime('%H:%M:%S')}: keep painting, "
@@ -453,7 +434,7 @@ class TrainWidget(QWidget):
             layers.move(layers.index(ly), layers.index(earlier[-1]) + 1)
 
     def _on_returned(self, result) -> None:
-        if isinstance(result, _Failed):
+        if isinstance(result, Failed):
             return self._set_status(sentence(result.error), error=True)
         if self._predicted:
             self._set_status(f"Fine-tuned in {self.config.out} (validation IoU {self.result['best_iou']:.3f}); "
@@ -470,7 +451,7 @@ class TrainWidget(QWidget):
     def _set_current(self, path: str, iou: float) -> None:
         """Make ``path`` the current model: here, in the Predict widget, and remembered for both."""
         self.checkpoint_edit.setText(path)
-        settings().setValue(CHECKPOINT_KEY, path)
+        predict_widget.settings().setValue(CHECKPOINT_KEY, path)
         predict_widget.settings().setValue(predict_widget.CHECKPOINT_KEY, path)
         for w in getattr(self.viewer.window, "dock_widgets", {}).values():
             if isinstance(w, predict_widget.PredictWidget):
@@ -484,8 +465,7 @@ class TrainWidget(QWidget):
         self.stop_button.setEnabled(running)
 
     def _set_status(self, text: str, error: bool = False) -> None:
-        self.status.setStyleSheet(ERROR_STYLE if error else "")
-        self.status.setText(text)
+        show_status(self.status, text, error)
 
     def closeEvent(self, event) -> None:
         """Stop a running job when the widget closes."""
