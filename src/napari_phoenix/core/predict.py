@@ -155,7 +155,9 @@ def to_uint8(block: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
-def _read(data: Any, rows: list[int], box: tuple[slice, slice], ranges: dict | None) -> np.ndarray:
+def read_layers(data: Any, rows: list[int], box: tuple[slice, slice], ranges: dict | None) -> np.ndarray:
+    """Layers ``rows`` (stack indices, ascending) of ``data`` in ``box`` as uint8: uint16 layers are
+    min-max scaled with ``ranges[index] = (min, max)`` of their whole layer (see :func:`uint16_ranges`)."""
     block = data[rows[0] : rows[-1] + 1, box[0], box[1]]
     block = np.asarray(block.compute() if hasattr(block, "compute") else block)
     block = block[[r - rows[0] for r in rows]]
@@ -442,7 +444,7 @@ def iter_predict(
         box = region.input_box()
         if box is None:
             return region, None, None
-        block = _read(data, rows, box, input_ranges)
+        block = read_layers(data, rows, box, input_ranges)
         if mask is None:
             cut = None
         else:

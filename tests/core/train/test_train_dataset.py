@@ -144,3 +144,23 @@ def test_no_usable_patch_is_a_clear_error():
     assert len(candidate_patches(src)) == 0
     with pytest.raises(DatasetError, match="no patch passes the rules"):
         build_patches([src], seed=0)
+
+
+def test_uint16_layers_are_scaled_by_the_whole_layer_with_or_without_a_cache(tmp_path):
+    from napari_phoenix.core.predict import to_uint8
+
+    src = _chunk()
+    rng = np.random.default_rng(4)
+    data16 = rng.integers(1000, 60000, src.data.shape, dtype=np.int64).astype(np.uint16)
+    data16[7, 0, 0], data16[7, 1, 1] = 0, 65535  # the layer's range is set by two far-away pixels
+    src16 = Source("u16", data16, src.label, src.ignore, src.mask)
+    p = build_patches([src16], seed=1)
+    idx = np.arange(min(6, len(p)))
+    expected = np.stack([to_uint8(layer, int(layer.min()), int(layer.max())) for layer in data16[5:21]])
+    for cache in ("none", "memory", "zarr"):
+        got = PatchReader([src16], 5, cache=cache, cache_dir=str(tmp_path)).read(p, idx)
+        for k in idx:
+            y, x = p.yx[k]
+            np.testing.assert_array_equal(got[k], expected[:, y : y + 128, x : x + 128], err_msg=cache)
+    with pytest.raises(DatasetError, match="uint8 or uint16"):
+        PatchReader([Source("f", data16.astype(np.float32), src.label)], 5)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PhoenixError
+from ..predict import read_layers, uint16_ranges
 
 TILE, GRID, OUT = 128, 64, 32
 INK_MIN, KEEP_MIN, INK_FREE_RATIO = 5, 0.05, 0.75
@@ -167,6 +168,12 @@ class PatchReader:
             if not have:
                 raise DatasetError(f"{s.name} has none of the layers {first_layer}–{first_layer + layers - 1}")
             self.rows.append(have)
+        self.ranges: list[dict | None] = []  # uint16: each layer's (min, max) over the whole chunk, read once
+        for s, rows in zip(sources, self.rows, strict=True):
+            dtype = np.dtype(s.data.dtype)
+            if dtype not in (np.uint8, np.uint16):
+                raise DatasetError(f"{s.name}: training layers must be uint8 or uint16, not {dtype}")
+            self.ranges.append(uint16_ranges(s.data, rows) if dtype == np.uint16 else None)
         self.cached: list[Any] = [None] * len(sources)
         if cache == "memory":
             self.cached = [self._load(i) for i in range(len(sources))]
@@ -175,11 +182,12 @@ class PatchReader:
         elif cache != "none":
             raise DatasetError(f"cache must be 'none', 'memory' or 'zarr'; got {cache!r}")
 
+    def _block(self, i: int, rows: slice, cols: slice) -> np.ndarray:
+        """uint8 ``(layers, rows, cols)`` of source ``i``."""
+        return read_layers(self.sources[i].data, self.rows[i], (rows, cols), self.ranges[i])
+
     def _load(self, i: int) -> np.ndarray:
-        rows = self.rows[i]
-        block = self.sources[i].data[rows[0] : rows[-1] + 1]
-        block = np.asarray(block.compute() if hasattr(block, "compute") else block)
-        return self._to_u8(block[[r - rows[0] for r in rows]])
+        return self._block(i, slice(None), slice(None))
 
     def _zarr(self, i: int, folder: Path) -> Any:
         import zarr
@@ -192,21 +200,9 @@ class PatchReader:
                               dtype="uint8", fill_value=0)  # fmt: skip
         if not arr.attrs.get("complete"):
             for y0 in range(0, h, 1024):
-                block = src.data[rows[0] : rows[-1] + 1, y0 : y0 + 1024]
-                block = np.asarray(block.compute() if hasattr(block, "compute") else block)
-                arr[:, y0 : y0 + 1024] = self._to_u8(block[[r - rows[0] for r in rows]])
+                arr[:, y0 : y0 + 1024] = self._block(i, slice(y0, y0 + 1024), slice(None))
             arr.attrs["complete"] = True
         return arr
-
-    @staticmethod
-    def _to_u8(block: np.ndarray) -> np.ndarray:
-        if block.dtype == np.uint8:
-            return block
-        if block.dtype == np.uint16:  # the prize: min-max per layer (over this chunk) to 8 bits
-            from ..predict import to_uint8
-
-            return np.stack([to_uint8(b, int(b.min()), int(b.max())) for b in block])
-        raise DatasetError(f"training layers must be uint8 or uint16, not {block.dtype}")
 
     def targets128(self, patches: Patches, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """float32 ``(B, 128, 128)`` ink (label and not ignored) and keep (not ignored), for augmenting."""
@@ -229,10 +225,7 @@ class PatchReader:
             s, (y, x) = patches.source[n], patches.yx[n]
             src = self.cached[s]
             if src is None:
-                rows = self.rows[s]
-                src_block = self.sources[s].data[rows[0] : rows[-1] + 1, y : y + TILE, x : x + TILE]
-                src_block = np.asarray(src_block.compute() if hasattr(src_block, "compute") else src_block)
-                block = self._to_u8(src_block[[r - rows[0] for r in rows]])
+                block = self._block(s, slice(y, y + TILE), slice(x, x + TILE))
             else:
                 block = np.asarray(src[:, y : y + TILE, x : x + TILE])
             out[k, : block.shape[0], : block.shape[1], : block.shape[2]] = block  # bottom / right padding: 0
