@@ -161,6 +161,7 @@ def cmd_infer(args) -> int:
     from tqdm import tqdm
 
     from .core.model.checkpoint import load_model
+    from .core.model.inference import resolve_device
     from .core.predict import PredictParams, iter_predict
 
     stack, mask, prov = open_for_inference(args.input, args.mask, args.contrast)
@@ -170,7 +171,7 @@ def cmd_infer(args) -> int:
         device=args.device, precision=args.precision, region=args.region, composite=args.composite,
         out=args.out, overwrite=args.overwrite,
     )  # fmt: skip
-    if str(params.device) == "cpu" or (params.device == "auto" and not _cuda()):
+    if resolve_device(params.device).type == "cpu":
         print("phoenix: running on the CPU; expect about a second per patch for the prize model", file=sys.stderr)
     started, patches, result = time.perf_counter(), 0, None
     with tqdm(desc="regions", unit="region", disable=None) as bar:
@@ -192,12 +193,6 @@ def cmd_infer(args) -> int:
         overlay_png(result.composite, args.png)
         print(f"wrote {args.png}")
     return 0
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def cmd_train(args) -> int:

@@ -218,7 +218,7 @@ class _Engine:
 
     def region(self, region: Region, block: np.ndarray, used: np.ndarray, layout: dict) -> dict[int, Any]:
         """Every window's map of ``region`` (float32 tensors on the device)."""
-        from .tiling import blend, tta_average, tta_batch
+        from .tiling import blend, tta_average
 
         torch, p = self.torch, self.params
         ri, rj = region.valid_tiles()

@@ -15,6 +15,7 @@ full disk leaves no half round, and every earlier round stays.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import getpass
 import json
 import os
@@ -74,7 +75,8 @@ def propose_ink(prob: Any, threshold: float = 0.5, min_size: int = 64, max_hole:
     return ink
 
 
-def _has_max_size() -> bool:
+@functools.cache
+def _has_max_size() -> bool:  # scikit-image 0.26 renamed min_size / area_threshold to max_size
     import inspect
 
     from skimage.morphology import remove_small_objects

@@ -139,12 +139,6 @@ def tiles_used(region: Region, mask: np.ndarray | None) -> np.ndarray:
 TTA_VARIANTS = (lambda x: x, lambda x: x.flip(-1), lambda x: x.flip(-2), lambda x: x.rot90(1, (-2, -1)))
 
 
-def tta_batch(x: torch.Tensor, tta: int) -> torch.Tensor:
-    """The TTA variants of a batch, concatenated variant-major: ``(n_variants * B, ...)``."""
-    variants = [f(x) for f in TTA_VARIANTS[: tta + 1]]
-    return torch.cat(variants) if len(variants) > 1 else x
-
-
 def tta_average(probs: torch.Tensor, tta: int) -> torch.Tensor:
     """Undo each variant of ``(n_variants * B, 32, 32)`` maps and average them, in variant order."""
     parts = probs.chunk(tta + 1)

@@ -74,7 +74,7 @@ def source_from_folder(path: str | Path) -> Source:
     return Source(seg.name, seg.stack, label, seg.read("ignore"), seg.read("mask"))
 
 
-def _as_bool(arr: Any, shape) -> np.ndarray:
+def _as_bool(arr: Any) -> np.ndarray:
     if arr is None:
         return None
     arr = arr.compute() if hasattr(arr, "compute") else arr
@@ -117,7 +117,7 @@ def candidate_patches(src: Source, index: int = 0) -> Patches:
     def padded(arr, fill=False):
         out = np.full((hp, wp), fill, bool)
         if arr is not None:
-            out[:h, :w] = _as_bool(arr, (h, w))
+            out[:h, :w] = _as_bool(arr)
         else:
             out[:h, :w] = not fill
         return out
@@ -210,8 +210,8 @@ class PatchReader:
         keep = np.ones((len(index), TILE, TILE), np.float32)
         for k, n in enumerate(index):
             src, (y, x) = self.sources[patches.source[n]], patches.yx[n]
-            lab = _as_bool(src.label[y : y + TILE, x : x + TILE], None)
-            ign = _as_bool(src.ignore[y : y + TILE, x : x + TILE], None) if src.ignore is not None else None
+            lab = _as_bool(src.label[y : y + TILE, x : x + TILE])
+            ign = _as_bool(src.ignore[y : y + TILE, x : x + TILE]) if src.ignore is not None else None
             h, w = lab.shape
             ink[k, :h, :w] = lab & ~ign if ign is not None else lab
             if ign is not None:
