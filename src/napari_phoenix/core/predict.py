@@ -414,14 +414,12 @@ def iter_predict(
         raise PredictError(f"the mask is {mask.shape[1]:,} x {mask.shape[0]:,} px, the stack {width:,} x {height:,}")
     numbers = _layer_numbers(stack)
     rows, layout = _window_rows(numbers, params.windows)
-    if np.dtype(data.dtype) == np.uint16 and input_ranges is None:
-        input_ranges = uint16_ranges(data, rows)
     engine = _Engine(model, params, cancel)
     region_size = params.region if not params.out else max(ZARR_CHUNK, params.region // ZARR_CHUNK * ZARR_CHUNK)
     regions = plan_regions(height, width, params.stride, region_size)
     if bounds is not None:
         y0, y1, x0, x1 = bounds
-        regions = [r for r in _crop_regions(regions, y0, y1, x0, x1)]
+        regions = list(_crop_regions(regions, y0, y1, x0, x1))
     started = time.perf_counter()
     info = {
         "settings": {k: v for k, v in params.to_dict().items() if k not in ("out", "overwrite")},
@@ -439,6 +437,8 @@ def iter_predict(
         out = {name: np.zeros((height, width), np.float32) for name in [*names, "composite"]}
     todo = [r for r in regions if store is None or not store.done(r)]
     resumed = len(regions) - len(todo)
+    if todo and np.dtype(data.dtype) == np.uint16 and input_ranges is None:  # reads every layer: only if needed
+        input_ranges = uint16_ranges(data, rows)
 
     def load(region: Region):
         box = region.input_box()
