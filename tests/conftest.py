@@ -72,3 +72,21 @@ def write_png(tmp_path):
         return path
 
     return make
+
+
+@pytest.fixture
+def http_server():
+    """Start loopback HTTP servers (see ``tests/loopback.py``): ``http_server(root, **switches)``."""
+    from loopback import start
+
+    servers = []
+
+    def make(root, **switches):
+        state, server = start(root, **switches)
+        servers.append(server)
+        return state
+
+    yield make
+    for server in servers:
+        server.shutdown()
+        server.server_close()
