@@ -27,6 +27,10 @@ _API = {
     "split_segment": "napari_phoenix.core.chunks",
     "iter_split": "napari_phoenix.core.chunks",
     "SplitParams": "napari_phoenix.core.chunks",
+    "download": "napari_phoenix.core.download",
+    "iter_download": "napari_phoenix.core.download",
+    "DownloadParams": "napari_phoenix.core.download",
+    "DownloadError": "napari_phoenix.core.download",
     "PhoenixError": "napari_phoenix.core.errors",
     "LayerStackError": "napari_phoenix.core.errors",
     "MaskError": "napari_phoenix.core.errors",
@@ -58,6 +62,7 @@ __all__ = ["__version__", *_API]
 if TYPE_CHECKING:  # pragma: no cover
     from .core.chunks import SplitParams, iter_split, split_segment
     from .core.contrast import contrast, contrast_lut
+    from .core.download import DownloadError, DownloadParams, download, iter_download
     from .core.errors import CheckpointError, LayerStackError, MaskError, PhoenixError
     from .core.masks import read_mask, write_mask
     from .core.model.checkpoint import convert_checkpoint, load_model, save_model

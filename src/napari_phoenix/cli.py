@@ -217,6 +217,72 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_download(args) -> int:
+    from tqdm import tqdm
+
+    from .core.download import (
+        DownloadError,
+        DownloadParams,
+        DownloadStatus,
+        iter_download,
+        parse_layer_range,
+    )
+
+    params = DownloadParams(
+        url=args.url, dest=args.dest, layers=parse_layer_range(args.layers), subfolder=args.subfolder,
+        include=tuple(args.include), exclude=tuple(args.exclude), allow_hosts=tuple(args.allow_host),
+        netrc=args.netrc, workers=args.workers, max_depth=args.max_depth, max_files=args.max_files,
+        retries=args.retries, timeout=args.timeout,
+    )  # fmt: skip
+    events, result, transfer = iter_download(params), None, False
+    try:
+        with tqdm(desc="listing", unit="B", unit_scale=True, unit_divisor=1000, disable=None) as bar:
+            for ev in events:
+                st = ev.result
+                if isinstance(st, DownloadStatus) and st.phase == "downloading":
+                    if not transfer:  # bytes already here count as the start, not as speed
+                        transfer = True
+                        bar.set_description("download")
+                        bar.reset(total=st.bytes_total)
+                        bar.initial = bar.n = st.bytes_done
+                    bar.update(st.bytes_done - bar.n)
+                    bar.set_postfix_str(f"{st.files_done}/{st.files_total} files", refresh=True)
+                elif isinstance(st, DownloadStatus):
+                    bar.set_postfix_str(ev.message, refresh=True)
+                else:
+                    result = st
+    except KeyboardInterrupt:
+        events.close()  # stops the threads, keeps the .partial files, records what is complete
+        print(f"\nphoenix: interrupted; complete files and .partial files are kept in {params.dest}: "
+              "run the same command again to resume", file=sys.stderr)  # fmt: skip
+        return 130
+    except DownloadError as err:
+        if err.result is not None:
+            _download_notes(err.result)
+        raise
+    finally:
+        events.close()
+    _download_notes(result)
+    if result.cancelled:
+        return 130
+    print(f"{len(result.files)} files in {result.dest}: {len(result.downloaded)} downloaded, "
+          f"{len(result.skipped)} already complete")  # fmt: skip
+    from .core.segment import is_segment
+
+    if is_segment(result.dest):
+        print(f"next: phoenix info {result.dest}   (or open it in napari: napari {result.dest})")
+    return 0
+
+
+def _download_notes(result) -> None:
+    for href, reason in result.rejected_links[:5]:
+        print(f"phoenix: ignored an unsafe link {href!r}: {reason}", file=sys.stderr)
+    if len(result.rejected_links) > 5:
+        print(f"phoenix: … and {len(result.rejected_links) - 5} more unsafe links", file=sys.stderr)
+    if result.too_deep:
+        print(f"phoenix: not read (deeper than --max-depth): {', '.join(result.too_deep[:5])}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="phoenix", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -282,6 +348,35 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", help="override the device")
     tr.add_argument("--out", help="override the run folder")
     tr.set_defaults(func=cmd_train)
+
+    from dataclasses import fields
+
+    from .core.download import DownloadParams
+
+    dflt = {f.name: f.default for f in fields(DownloadParams)}  # one copy of the defaults
+    dl = sub.add_parser("download", help="mirror a folder of the scroll data server (resumable, parallel)")
+    dl.add_argument("url", help="folder URL, e.g. https://dl.ash2txt.org/community-uploads/USER/scrolls/s5/autogens/SEGMENT/")
+    dl.add_argument("dest", help="local folder that receives the files (same layout as below the URL)")
+    dl.add_argument("--layers", help="only these layer files of layers/, e.g. 5-20 (default: all)")
+    dl.add_argument("--subfolder", help="only this sub-folder of the URL, e.g. layers")
+    dl.add_argument("--include", action="append", default=[], metavar="GLOB",
+                    help="only files matching (repeatable; with a '/' the pattern matches the path)")
+    dl.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                    help="skip files and folders matching, e.g. '*.ppm' (repeatable)")
+    dl.add_argument("--workers", type=int, default=dflt["workers"], help="parallel connections (%(default)s)")
+    dl.add_argument("--max-depth", type=int, default=dflt["max_depth"],
+                    help="folder levels read below the URL (%(default)s)")
+    dl.add_argument("--max-files", type=int, default=dflt["max_files"],
+                    help="refuse selections of more files (%(default)s)")
+    dl.add_argument("--allow-host", action="append", default=[], metavar="HOST",
+                    help="follow links to this other host too (repeatable)")
+    dl.add_argument("--retries", type=int, default=dflt["retries"],
+                    help="retries after timeouts, dropped connections, 5xx (%(default)s)")
+    dl.add_argument("--timeout", type=float, default=dflt["timeout"],
+                    help="seconds to wait for the server (%(default)s)")
+    dl.add_argument("--netrc", help="netrc file with the login (default: $NETRC or ~/.netrc; "
+                    "or set PHOENIX_HTTP_USER and PHOENIX_HTTP_PASSWORD)")
+    dl.set_defaults(func=cmd_download)
 
     info = sub.add_parser("info", help="describe a segment, layers folder, TIFF or zarr")
     info.add_argument("path")
