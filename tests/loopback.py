@@ -2,6 +2,10 @@
 
 It serves a folder like the public scroll data server does: Apache-style
 directory index pages, ``Content-Length``, ``HEAD`` and ``Range`` requests.
+Opt-in features of real servers (off by default): ``validators`` sends
+``ETag`` / ``Last-Modified`` and answers conditional requests with 304;
+``multi_range`` answers ``Range: bytes=a-b,c-d`` with a ``multipart/byteranges``
+206 (off: such a request gets the whole file, as from a server without it).
 Faults are switched on per test: no Range support, a connection dropped midway
 through a file, error statuses (always, or the first ``n`` times), pages
 replaced by hand-written HTML (malicious or odd listings), basic auth. Every
@@ -18,6 +22,7 @@ Use the ``http_server`` fixture (``tests/conftest.py``)::
 from __future__ import annotations
 
 import base64
+import email.utils
 import html
 import os
 import re
@@ -36,6 +41,10 @@ class LoopbackServer:
     root: Path
     url: str = ""
     range_support: bool = True
+    #: send ETag / Last-Modified and answer If-None-Match / If-Modified-Since with 304
+    validators: bool = False
+    #: answer multi-range requests with multipart/byteranges (else the whole file, 200)
+    multi_range: bool = False
     #: path -> body bytes to send before dropping the connection (applies once per entry)
     drop: dict[str, int] = field(default_factory=dict)
     #: path -> status code returned every time
@@ -79,6 +88,9 @@ def index_page(path: str, names: list[str]) -> str:
 def _handler(state: LoopbackServer):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers and body go out in separate writes: without TCP_NODELAY every
+        # small answer waits ~40 ms for the client's delayed ACK
+        disable_nagle_algorithm = True
 
         def log_message(self, *args):  # quiet
             pass
@@ -156,10 +168,69 @@ def _handler(state: LoopbackServer):
                 with state.lock:
                     state.sent[path] += len(body)
 
+        def _validators(self, target: Path) -> dict[str, str]:
+            if not state.validators:
+                return {}
+            st = target.stat()
+            return {
+                "ETag": f'"{st.st_size:x}-{st.st_mtime_ns:x}"',
+                "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True),
+            }
+
+        def _not_modified(self, tags: dict[str, str]) -> bool:
+            if not tags:
+                return False
+            etag = self.headers.get("If-None-Match")
+            if etag is not None:
+                return etag.strip() == tags["ETag"]
+            since = self.headers.get("If-Modified-Since")
+            return since is not None and since.strip() == tags["Last-Modified"]
+
+        def _send_multi(self, target: Path, rng: str, tags: dict[str, str]) -> bool:
+            """A multipart/byteranges 206 for ``bytes=a-b,c-d,...``; False if not such a request."""
+            size = target.stat().st_size
+            parts = []
+            for item in rng.strip().removeprefix("bytes=").split(","):
+                m = re.fullmatch(r"\s*(\d+)-(\d+)\s*", item)
+                if not rng.strip().startswith("bytes=") or not m or int(m.group(1)) >= size:
+                    return False
+                parts.append((int(m.group(1)), min(size, int(m.group(2)) + 1)))
+            boundary = "LOOPBACKBOUNDARY"
+            heads = [
+                f"\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+                f"Content-Range: bytes {a}-{b - 1}/{size}\r\n\r\n".encode()
+                for a, b in parts
+            ]
+            tail = f"\r\n--{boundary}--\r\n".encode()
+            length = sum(len(h) + b - a for h, (a, b) in zip(heads, parts)) + len(tail)
+            self.send_response(206)
+            self.send_header("Content-Type", f"multipart/byteranges; boundary={boundary}")
+            self.send_header("Content-Length", str(length))
+            for k, v in tags.items():
+                self.send_header(k, v)
+            self.end_headers()
+            with open(target, "rb") as f:
+                for h, (a, b) in zip(heads, parts):
+                    f.seek(a)
+                    self.wfile.write(h + f.read(b - a))
+                self.wfile.write(tail)
+            with state.lock:
+                state.sent[self._path()] += length
+            return True
+
         def _send_file(self, target: Path, head: bool, path: str) -> None:
             size = target.stat().st_size
             start, stop = 0, size
+            tags = self._validators(target)
+            if self._not_modified(tags):
+                self.send_response(304)
+                for k, v in tags.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                return
             rng = self.headers.get("Range") if state.range_support else None
+            if rng and "," in rng and state.multi_range and not head and self._send_multi(target, rng, tags):
+                return
             m = re.fullmatch(r"bytes=(\d*)-(\d*)", rng.strip()) if rng else None
             if m and (m.group(1) or m.group(2)):
                 if m.group(1):
@@ -181,6 +252,8 @@ def _handler(state: LoopbackServer):
             self.send_header("Content-Length", str(stop - start))
             if state.range_support:
                 self.send_header("Accept-Ranges", "bytes")
+            for k, v in tags.items():
+                self.send_header(k, v)
             self.end_headers()
             if head:
                 return
@@ -214,5 +287,6 @@ def start(root: os.PathLike, **switches) -> tuple[LoopbackServer, ThreadingHTTPS
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     server.daemon_threads = True
     state.url = f"http://127.0.0.1:{server.server_address[1]}/"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # a short poll interval: shutdown() at the end of each test returns at once
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return state, server

@@ -89,7 +89,9 @@ def open_segment(path: str | Path, **stack_options) -> Segment:
     Parameters
     ----------
     path : str or Path
-        The segment folder (the one holding ``layers/``), or its ``layers/`` folder.
+        The segment folder (the one holding ``layers/``), or its ``layers/`` folder;
+        also an ``http(s)://`` address (mask files are then fetched whole into
+        the cache, and ``files`` are the cached copies).
     **stack_options
         Passed to :func:`~napari_phoenix.open_stack` (e.g. ``chunks``).
 
@@ -105,6 +107,12 @@ def open_segment(path: str | Path, **stack_options) -> Segment:
     MaskError
         If a mask file's size differs from the layers'.
     """
+    from .remote_http import is_url
+
+    if is_url(str(path)):
+        from .remote import open_remote_segment
+
+        return open_remote_segment(str(path), **stack_options)
     path = Path(path).expanduser()
     if path.name == "layers" and path.is_dir() and not (path / "layers").is_dir():
         path = path.parent

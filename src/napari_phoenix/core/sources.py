@@ -252,56 +252,78 @@ def _pil_header(path: Path) -> tuple[tuple[int, int], np.dtype]:
     return (h, w), dtype
 
 
+@dataclass(frozen=True)
+class TiffPage:
+    """Layout of one checked TIFF page: raw pages carry their strip offsets."""
+
+    index: int
+    shape: tuple[int, int]
+    dtype: np.dtype  # with the file's byte order
+    raw: bool
+    strip_offsets: np.ndarray | None = None
+    rows_per_strip: int = 0
+
+
+def tiff_pages(tif, size: int, name: str) -> list[TiffPage]:
+    """Check the pages of an open ``tifffile.TiffFile`` of ``size`` bytes named ``name``."""
+    pages: list[TiffPage] = []
+    for index, page in enumerate(tif.pages):
+        shape = tuple(page.shape)
+        if len(shape) != 2:
+            raise LayerStackError(
+                f"{name}: page {index} has shape {shape}; layers must be 2-D grayscale"
+            )
+        dtype = np.dtype(page.dtype).newbyteorder(tif.byteorder)
+        if dtype.kind != "u" or dtype.itemsize not in (1, 2):
+            raise LayerStackError(
+                f"{name}: pixels are {np.dtype(page.dtype).name}; layers must be uint8 or uint16"
+            )
+        ends = np.asarray(page.dataoffsets, dtype=np.int64) + np.asarray(
+            page.databytecounts, dtype=np.int64
+        )
+        if len(ends) == 0 or ends.max() > size:
+            raise LayerStackError(
+                f"{name}: the file is truncated ({size:,} bytes, the image data "
+                f"needs {int(ends.max()) if len(ends) else 0:,}); download or copy it again"
+            )
+        raw = (
+            page.compression == 1
+            and not page.is_tiled
+            and page.samplesperpixel == 1
+            and page.bitspersample == dtype.itemsize * 8
+        )
+        if not raw:
+            pages.append(TiffPage(index, shape, dtype, False))
+            continue
+        rps = int(page.rowsperstrip or shape[0])
+        if page.is_contiguous:
+            rps = shape[0]
+            offsets = np.asarray(page.dataoffsets[:1], dtype=np.int64)
+        else:
+            offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+        pages.append(TiffPage(index, shape, dtype, True, offsets, min(rps, shape[0])))
+    if not pages:
+        raise LayerStackError(f"{name}: the TIFF holds no image")
+    return pages
+
+
 def tiff_sources(path: Path) -> list[LayerSource]:
     """One source per page of a TIFF file, checking that the file is complete."""
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
-            size = path.stat().st_size
-            sources: list[LayerSource] = []
-            for index, page in enumerate(tif.pages):
-                shape = tuple(page.shape)
-                if len(shape) != 2:
-                    raise LayerStackError(
-                        f"{path.name}: page {index} has shape {shape}; layers must be 2-D grayscale"
-                    )
-                dtype = np.dtype(page.dtype).newbyteorder(tif.byteorder)
-                if dtype.kind != "u" or dtype.itemsize not in (1, 2):
-                    raise LayerStackError(
-                        f"{path.name}: pixels are {np.dtype(page.dtype).name}; layers must be uint8 or uint16"
-                    )
-                ends = np.asarray(page.dataoffsets, dtype=np.int64) + np.asarray(
-                    page.databytecounts, dtype=np.int64
-                )
-                if len(ends) == 0 or ends.max() > size:
-                    raise LayerStackError(
-                        f"{path.name}: the file is truncated ({size:,} bytes, the image data "
-                        f"needs {int(ends.max()) if len(ends) else 0:,}); download or copy it again"
-                    )
-                raw = (
-                    page.compression == 1
-                    and not page.is_tiled
-                    and page.samplesperpixel == 1
-                    and page.bitspersample == dtype.itemsize * 8
-                )
-                if raw:
-                    rps = int(page.rowsperstrip or shape[0])
-                    if page.is_contiguous:
-                        rps = shape[0]
-                        offsets = np.asarray(page.dataoffsets[:1], dtype=np.int64)
-                    else:
-                        offsets = np.asarray(page.dataoffsets, dtype=np.int64)
-                    sources.append(RawTiffSource(path, shape, dtype, offsets, min(rps, shape[0]), index))
-                else:
-                    sources.append(ZarrTiffSource(path, shape, np.dtype(page.dtype), index))
+            pages = tiff_pages(tif, path.stat().st_size, path.name)
     except LayerStackError:
         raise
     except (tifffile.TiffFileError, ValueError, OSError, IndexError) as err:
         raise LayerStackError(f"{path.name}: not a readable TIFF ({err})") from err
-    if not sources:
-        raise LayerStackError(f"{path.name}: the TIFF holds no image")
-    return sources
+    return [
+        RawTiffSource(path, pg.shape, pg.dtype, pg.strip_offsets, pg.rows_per_strip, pg.index)
+        if pg.raw
+        else ZarrTiffSource(path, pg.shape, np.dtype(pg.dtype.newbyteorder("=")), pg.index)
+        for pg in pages
+    ]
 
 
 def layer_source(path: Path) -> LayerSource:

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import LayerStackError
-from .sources import IMAGE_SUFFIXES, TIFF_SUFFIXES, ImageFileSource, LayerSource, layer_source, tiff_sources
+from .sources import (
+    IMAGE_SUFFIXES,
+    TIFF_SUFFIXES,
+    ImageFileSource,
+    LayerSource,
+    layer_source,
+    tiff_sources,
+)
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -254,30 +261,41 @@ def _check_same(sources: list[LayerSource], names: list[str]) -> None:
 
 def find_layer_files(folder: Path) -> list[tuple[int, Path]]:
     """The numbered layer files of a folder, sorted by number, checked for gaps."""
-    found: dict[int, Path] = {}
-    for path in folder.iterdir():
-        m = LAYER_NAME.match(path.name)
-        if not m or not path.is_file():
+    entries = list(folder.iterdir())
+    files = [p.name for p in entries if p.is_file()]
+    numbered = number_layers(files, str(folder), sorted(p.name for p in entries))
+    return [(n, folder / name) for n, name in numbered]
+
+
+def number_layers(names: list[str], where: str, listed: list[str]) -> list[tuple[int, str]]:
+    """The layer file names among ``names`` with their numbers, sorted, checked for gaps.
+
+    ``where`` names the folder in error messages; ``listed`` is everything in it.
+    """
+    found: dict[int, str] = {}
+    for name in names:
+        m = LAYER_NAME.match(name)
+        if not m:
             continue
         number = int(m.group(1))
         if number in found:
             raise LayerStackError(
-                f"{folder}: layer {number} is there twice ({found[number].name} and {path.name}); "
+                f"{where}: layer {number} is there twice ({found[number]} and {name}); "
                 "remove one of them"
             )
-        found[number] = path
+        found[number] = name
     if not found:
-        others = sorted(p.name for p in folder.iterdir())[:5]
+        others = sorted(listed)[:5]
         hint = f" (it holds {', '.join(others)}…)" if others else " (it is empty)"
         raise LayerStackError(
-            f"{folder}: no layer files named like 00.tif, 07.png or 12.jpg{hint}"
+            f"{where}: no layer files named like 00.tif, 07.png or 12.jpg{hint}"
         )
     numbers = sorted(found)
     missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
     if missing:
         shown = ", ".join(str(n) for n in missing[:10])
         raise LayerStackError(
-            f"{folder}: layers {numbers[0]}–{numbers[-1]} have gaps: missing {shown}"
+            f"{where}: layers {numbers[0]}–{numbers[-1]} have gaps: missing {shown}"
             f"{' …' if len(missing) > 10 else ''}"
         )
     return [(n, found[n]) for n in numbers]
@@ -295,7 +313,9 @@ def open_stack(path: str | Path, *, chunks: tuple[int, int] = DEFAULT_CHUNKS) ->
     path : str or Path
         A segment folder (with ``layers/``), a folder of layer files
         (``NN.tif/.tiff/.png/.jpg``, zero-padded or not, 8 or 16 bit), a
-        multi-page TIFF, or a zarr / OME-Zarr array or group.
+        multi-page TIFF, or a zarr / OME-Zarr array or group; on disk or at an
+        ``http://`` / ``https://`` address (fetched by byte ranges into an
+        on-disk cache, see ``docs/reading.md#remote-data``).
     chunks : tuple of int
         Dask chunk ``(rows, columns)`` per layer for TIFF layers; PNG / JPEG
         layers are always one chunk, zarr keeps its own chunks.
@@ -310,8 +330,15 @@ def open_stack(path: str | Path, *, chunks: tuple[int, int] = DEFAULT_CHUNKS) ->
     LayerStackError
         With the file and the problem: layers of different sizes or bit
         depths, gaps in the numbering, unreadable or truncated files, empty
-        folders.
+        folders; for addresses also unreachable servers, HTTP errors (404,
+        401) and listings without layers.
     """
+    from .remote_http import is_url
+
+    if is_url(str(path)):
+        from .remote import open_remote_stack
+
+        return open_remote_stack(str(path), chunks=chunks)
     path = Path(path).expanduser()
     if not path.exists():
         raise LayerStackError(f"{path}: no such file or folder")
@@ -369,11 +396,13 @@ def _as_zyx(arr, name: str):
     return data
 
 
-def _open_zarr(path: Path) -> LayerStack:
+def _open_zarr(path: Path, store=None) -> LayerStack:
     import zarr
 
     try:
-        node = zarr.open(str(path), mode="r")
+        node = zarr.open(store if store is not None else str(path), mode="r")
+    except LayerStackError:
+        raise
     except Exception as err:
         raise LayerStackError(f"{path}: not a readable zarr ({err})") from err
     attrs = dict(node.attrs)
