@@ -184,3 +184,85 @@ save_round({str(chunk)!r}, np.ones((100, 120), bool), np.zeros((100, 120), bool)
     np.testing.assert_array_equal(read_mask(chunk / "label.png"), _prob() > 0.5)
     assert save_round(chunk, _prob() > 0.8, _prob() < 0.1).number == 2  # the leftover is cleaned up
     assert not list((chunk / "rounds").glob(".round-*"))
+
+
+def test_compare_rounds_in_bands_matches_a_pixel_by_pixel_reference(monkeypatch):
+    """Codes and statistics across band borders, with lazy (dask) and uint8 inputs, and ignore IoU."""
+    import dask.array as da
+
+    import napari_phoenix.core.compare as compare
+
+    monkeypatch.setattr(compare, "STRIP", 7)  # many bands, the last one short
+    rng = np.random.default_rng(5)
+    la, lb, ia, ib = (rng.random((50, 33)) > 0.6 for _ in range(4))
+    diff, stats = compare_rounds((da.from_array(la.view(np.uint8) * 255, chunks=16), ia), (lb, ib.astype(np.uint8)))
+    want = np.zeros(la.shape, np.uint8)
+    want[ib & ~ia], want[ia & ~ib], want[lb & ~la], want[la & ~lb] = 3, 4, 1, 2  # ink changes win
+    np.testing.assert_array_equal(diff, want)
+    assert (stats["ink_added"], stats["ink_removed"]) == ((lb & ~la).sum(), (la & ~lb).sum())
+    assert (stats["ignore_added"], stats["ignore_removed"]) == ((ib & ~ia).sum(), (ia & ~ib).sum())
+    assert stats["ink_iou"] == pytest.approx((la & lb).sum() / (la | lb).sum())
+    assert stats["ignore_iou"] == pytest.approx((ia & ib).sum() / (ia | ib).sum())
+    empty = np.zeros((4, 4), bool)
+    assert compare_rounds((empty, empty), (empty, empty))[1]["ignore_iou"] == 1.0
+    with pytest.raises(RefineError, match="different sizes"):
+        compare_rounds((la, ia), (lb, ib[:10]))
+
+
+def test_compare_predictions_codes_mask_and_integer_maps(monkeypatch):
+    import napari_phoenix.core.compare as compare
+    from napari_phoenix.core.refine import PREDICTION_CODES, compare_predictions
+
+    monkeypatch.setattr(compare, "STRIP", 16)
+    a = _prob()
+    b = a.copy()
+    b[80:82, 100:102] = 0.1  # stopped being ink
+    b[0:10, 0:10] = 0.8  # became ink
+    mask = np.ones(a.shape, bool)
+    mask[:5] = False  # half of the new ink is outside the papyrus
+    codes, stats = compare_predictions(a, b, threshold=0.6, mask=mask, codes=True)
+    assert codes.dtype == np.uint8 and PREDICTION_CODES[1] == "became ink"
+    assert (codes == 1).sum() == 50 and (codes == 2).sum() == 4 and not codes[:5].any()
+    assert (stats["became_ink"], stats["stopped_being_ink"]) == (50, 4)
+    assert stats["mean_abs_change"] == pytest.approx(np.abs(b - a)[mask].mean(), rel=1e-5)
+    a8, b8 = (np.round(x * 255).astype(np.uint8) for x in (a, b))  # uint8 maps: 255 is 1.0
+    assert compare_predictions(a8, b8, threshold=0.6)[1]["became_ink"] == 100
+    before = a.copy()
+    compare_predictions(a, b)
+    np.testing.assert_array_equal(a, before)  # the inputs are not touched
+
+
+def test_swipe_composite_moves_only_the_columns_passed_over():
+    from napari_phoenix.core.refine import Swipe
+
+    a, b = np.full((30, 40), 1.0, np.float32), np.zeros((30, 40), np.float32)
+    a[:, 5] = 0.5
+    swipe = Swipe(a, b, column=10, convert=lambda x: (x * 200).astype(np.uint8))
+    assert swipe.data.dtype == np.uint8 and swipe.column == 10 and len(swipe.levels) == 1
+    assert (swipe.data[:, :10] == (a[:, :10] * 200)).all() and not swipe.data[:, 10:].any()
+    assert swipe.move(25) == (slice(0, 30), slice(9, 26))  # right: A covers 10..25 (and a column each side)
+    assert (swipe.data[:, :25] == (a[:, :25] * 200).astype(np.uint8)).all() and not swipe.data[:, 25:].any()
+    assert swipe.move(3)[1] == slice(2, 26)  # left: B comes back over 3..25
+    assert (swipe.data[:, :3] == 200).all() and not swipe.data[:, 3:].any()
+    assert swipe.move(3) is None and swipe.move(-50)[1] == slice(0, 4)
+    assert swipe.move(10_000)[1] == slice(0, 40) and swipe.column == 40 and (swipe.data == (a * 200)).all()
+    with pytest.raises(RefineError, match="one size"):
+        Swipe(a, b[:, :20])
+
+
+def test_swipe_pyramid_and_line_stay_right_at_every_level():
+    """Every level is every other row / column of the one above, A | line | B, after any move."""
+    from napari_phoenix.core.refine import Swipe
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 200, (101, 77)).astype(np.uint8) for _ in range(2))
+    assert Swipe.levels_for((10_000, 14_000)) == 5 and Swipe.levels_for((256, 384)) == 1
+    swipe = Swipe(a, b, 30, levels=4, line=255)
+    assert [lv.shape for lv in swipe.levels] == [(101, 77), (51, 39), (26, 20), (13, 10)]
+    for column in (30, 31, 60, 2, 0, 77, 40, 41, 13):
+        swipe.move(column)
+        for k, level in enumerate(swipe.levels):
+            step, at = 2**k, -(-column // 2**k)
+            want = np.concatenate([a[::step, ::step][:, :at], b[::step, ::step][:, at:]], axis=1)
+            want[:, max(at - 1, 0) : at + 1] = 255  # the line, 2 px wide at every level
+            np.testing.assert_array_equal(level, want, err_msg=f"level {k}, line at {column}")

@@ -126,6 +126,25 @@ def test_ink_proposal_follows_the_slider_and_is_accepted(make_napari_viewer, qtb
     assert not widget.threshold_slider.hasTracking()  # big: when the slider is released
 
 
+def test_the_threshold_shows_at_once_and_the_cleanup_follows(make_napari_viewer, qtbot, seg, maps, monkeypatch):
+    viewer = make_napari_viewer()
+    widget = _open(viewer, seg, maps)
+    prob = maps[0]
+    _click(qtbot, widget.ink_propose_button)
+    _wait(qtbot, widget)
+    proposal = viewer.layers["seg prediction ink proposal"]
+    gate, real = threading.Event(), rw.propose_ink
+    monkeypatch.setattr(rw, "propose_ink", lambda *a, **k: gate.wait(20) and real(*a, **k))
+    widget.threshold_slider.setValue(300)  # the cleanup (specks, holes) is held back by the gate...
+    raw, clean = prob >= 0.3, propose_ink(prob, 0.3, 64, 64)
+    assert not np.array_equal(raw, clean)
+    np.testing.assert_array_equal(proposal.data, raw)  # ...but the threshold already shows
+    gate.set()
+    _wait(qtbot, widget)
+    np.testing.assert_array_equal(proposal.data, clean)
+    assert viewer.layers["seg prediction ink proposal"] is proposal
+
+
 def test_ignore_proposal_uses_band_windows_margin_and_mask(make_napari_viewer, qtbot, seg, maps):
     viewer = make_napari_viewer()
     widget = _open(viewer, seg, maps, windows=True)
@@ -166,6 +185,13 @@ def test_painting_helpers_and_keys(make_napari_viewer, qtbot, seg, maps):
     _wait(qtbot, widget)
     np.testing.assert_array_equal(viewer.layers["ink under ignore"].data, ink.data & ignore.data)
     assert ink.data[150, 250] == 1 and viewer.layers["ink under ignore"].data[150, 250] == 1
+    with ignore.block_history():  # a drag of the ignore brush over ink: one update after the stroke
+        for x in range(40, 120, 5):
+            ignore.paint((60, x), 1)
+    _wait(qtbot, widget)
+    np.testing.assert_array_equal(viewer.layers["ink under ignore"].data, ink.data & ignore.data)
+    assert widget.status.text() == f"{int((ink.data & ignore.data).sum()):,} px of ink lie under ignore (cyan)."
+    ignore.undo()
     ink.undo()
     ink_before = ink.data.copy()
 
@@ -181,6 +207,9 @@ def test_painting_helpers_and_keys(make_napari_viewer, qtbot, seg, maps):
     np.testing.assert_array_equal(ignore.data, ignore_before)
     paint.overlap_check.setChecked(False)
     assert "ink under ignore" not in viewer.layers
+    paint.overlap_check.setChecked(True)
+    viewer.layers.remove("ink under ignore")  # deleting the layer unticks the box (it does not come back)
+    assert not paint.overlap_check.isChecked() and "ink under ignore" not in viewer.layers
 
     # brushes through the keys bound on the viewer: I ink, G ignore, E eraser
     press = viewer.window._qt_viewer._key_map_handler.press_key
@@ -236,14 +265,13 @@ def test_rounds_save_list_load_compare_blink_restore(make_napari_viewer, qtbot, 
 
     r1, r2 = list_rounds(seg)
     rounds.with_combo.setCurrentText("round 2")
-    _click(qtbot, rounds.compare_button)
+    _click(qtbot, rounds.compare_button)  # shown in the Compare tab
     _wait(qtbot, widget)
+    assert widget.tabs.currentWidget() is widget.compare
     diff, stats = compare_rounds(r1, r2)
     layer = viewer.layers["round 1 → round 2"]
     np.testing.assert_array_equal(layer.data, diff)
-    assert set(np.unique(diff)) >= {1, 3} and rounds.stats == stats
-    assert f"+{stats['ink_added']:,}" in rounds.stats_label.text() and f"IoU {stats['ink_iou']:.3f}" in \
-        rounds.stats_label.text()  # fmt: skip
+    assert set(np.unique(diff)) >= {1, 3} and widget.compare.stats == stats
     assert tuple(layer.colormap.map(np.array([1, 2, 3, 4]))[:, :3].argmax(axis=1)) == (1, 0, 2, 0)  # green red blue
 
     ink.data[200:220, 300:340] = 1  # compare round 2 with the layers as they are now
@@ -254,16 +282,8 @@ def test_rounds_save_list_load_compare_blink_restore(make_napari_viewer, qtbot, 
     _wait(qtbot, widget)
     diff, stats = compare_rounds(r2, (ink.data, ignore.data))
     np.testing.assert_array_equal(viewer.layers["round 2 → current layers"].data, diff)
-    assert stats["ink_removed"] == 100 and stats["ink_added"] > 0 and rounds.stats == stats
-
-    rounds.blink_button.setChecked(True)  # round 2's label (loaded for it) and the ink layer, in turn
-    a, b = viewer.layers["round 2 label"], ink
-    assert a.visible and not b.visible and rounds.blink_timer.isActive()
-    rounds._blink_step()
-    assert not a.visible and b.visible
-    qtbot.waitUntil(lambda: a.visible, timeout=3000)  # the timer keeps going
-    rounds.blink_button.setChecked(False)
-    assert a.visible and b.visible and not rounds.blink_timer.isActive()
+    assert "round 1 → round 2" not in viewer.layers  # one difference layer, reused
+    assert stats["ink_removed"] == 100 and stats["ink_added"] > 0 and widget.compare.stats == stats
 
     rounds.table.selectRow(0)
     _click(qtbot, rounds.restore_button)
@@ -354,8 +374,8 @@ def test_screenshot_of_the_docked_widget(make_napari_viewer, qtbot, seg, maps):
     _click(qtbot, widget.rounds.compare_button)  # round 1 -> the layers now
     _click(qtbot, widget.evaluation.evaluate_button)
     _wait(qtbot, widget)
-    assert widget.evaluation.table.rowCount() == 1 and widget.rounds.stats
-    for i, name in ((1, "paint"), (2, "rounds"), (3, "evaluate")):
+    assert widget.evaluation.table.rowCount() == 1 and widget.compare.stats
+    for i, name in ((1, "paint"), (2, "rounds"), (3, "compare"), (4, "evaluate")):
         widget.tabs.setCurrentIndex(i)
         qtbot.wait(30)
         Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).save(f"/tmp/refine_widget_{name}.png")

@@ -1,30 +1,21 @@
-"""Tools of the "Refine labels" widget: vectorised mask edits, proposal layers, a job runner, the Paint tab.
+"""Tools of the "Refine labels" widget: vectorised mask edits, partial refreshes, proposal layers, a job runner.
 
 Every edit of a Labels layer here is numpy on the layer's own array, in bands
 of :data:`STRIP` rows (temporaries stay a few MiB on a 10,000 x 14,000
 segment), recorded as one undo step where napari allows it, then shown with
-``layer.refresh()``. Slow work (reading a prediction, proposals, rounds) goes
+:func:`refresh_region` (only the box that changed). Slow work (reading a prediction, proposals, rounds) goes
 through :class:`Jobs`, one napari ``thread_worker`` at a time.
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QObject, Signal
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
 
 from ..core.errors import PhoenixError
 from ..core.refine import RefineError
@@ -87,26 +78,78 @@ def paint_where(layer: Any, rules: Sequence[tuple[Callable, int]]) -> int:
     """
     data = editable(layer)
     atom = getattr(layer, "_history_atom_for_mask_paint", None)  # napari's undo record (private API)
-    changed = 0
+    changed, box = 0, [data.shape[0], data.shape[1], 0, 0]  # rows and columns changed: y0, x0, y1, x1
     with layer.block_history():
         for y0 in range(0, data.shape[0], STRIP):
             rows = slice(y0, min(y0 + STRIP, data.shape[0]))
             for cond, value in rules:
                 band = data[rows]
-                mask = np.asarray(cond(rows, band), dtype=bool) & (band != value)
+                mask = np.asarray(cond(rows, band), dtype=bool)
+                if value == 0:
+                    np.logical_and(mask, band, out=mask)  # only pixels not 0 yet: one pass
+                else:
+                    mask &= band != value
                 rows_hit = np.flatnonzero(mask.any(axis=1))
                 if not rows_hit.size:
                     continue
-                cols = np.flatnonzero(mask.any(axis=0))
+                cols = np.flatnonzero(np.logical_or.reduce(mask[rows_hit[0] : rows_hit[-1] + 1], axis=0))
                 ys, xs = slice(rows_hit[0], rows_hit[-1] + 1), slice(cols[0], cols[-1] + 1)
-                local, region = np.ascontiguousarray(mask[ys, xs]), band[ys, xs]
+                local, region = mask[ys, xs], band[ys, xs]  # the record owns ``mask``: never reused
                 if atom is not None:
                     key = (slice(y0 + ys.start, y0 + ys.stop), xs)
                     layer._save_history(atom(key, region, local, value))
-                region[local] = value
+                np.copyto(region, value, where=local)  # no index arrays, unlike region[local] = value
                 changed += int(np.count_nonzero(local))
-    layer.refresh()
+                box = [min(box[0], y0 + ys.start), min(box[1], xs.start),
+                       max(box[2], y0 + ys.stop), max(box[3], xs.stop)]  # fmt: skip
+    if changed:
+        refresh_region(layer, (slice(box[0], box[2]), slice(box[1], box[3])))
     return changed
+
+
+def refresh_region(layer: Any, region: tuple[slice, slice]) -> None:
+    """Show a changed region of a 2-D numpy Labels layer, uploading only that part of its texture.
+
+    napari's own partial update (what ``Labels.data_setitem`` and painting use:
+    ``_partial_labels_refresh``, private API); a full ``layer.refresh()`` where it
+    does not apply (other napari versions, contours, other data).
+    """
+    try:
+        with warnings.catch_warnings():  # napari >= 0.9 warns that private attributes may go (>= 0.10)
+            warnings.simplefilter("ignore", FutureWarning)
+            image = layer._slice.image
+            ok = (layer.ndim == 2 and layer.contour == 0 and isinstance(layer.data, np.ndarray)
+                  and image.view.shape == layer.data.shape and layer._slicing_state.loaded)  # fmt: skip
+            if ok:
+                if not np.shares_memory(image.view, layer.data):  # a converted texture copy: update it
+                    image.view[region] = layer.colormap._data_to_texture(layer.data[region])
+                layer._accumulate_updated_slice(region)
+                layer._partial_labels_refresh()
+                return
+    except Exception:  # noqa: BLE001  (any change of those internals: the full refresh below)
+        pass
+    layer.refresh()
+
+
+def event_region(event: Any, shape: Sequence[int]) -> tuple[slice, slice] | None:
+    """The bounding box of a Labels ``paint`` event's edits (None: unknown, e.g. a data event)."""
+    atoms = getattr(event, "value", None)
+    if not isinstance(atoms, list) or not atoms:
+        return None
+    lo, hi = [shape[0], shape[1]], [0, 0]
+    for atom in atoms:
+        key = getattr(atom, "slice_key", None)
+        if key is not None and len(key) == 2 and all(isinstance(k, slice) for k in key):
+            bounds = [(k.start or 0, shape[i] if k.stop is None else k.stop) for i, k in enumerate(key)]
+        elif isinstance(atom, tuple) and len(atom) == 3 and len(atom[0]) == 2 and np.size(atom[0][0]):
+            bounds = [(int(np.min(ix)), int(np.max(ix)) + 1) for ix in atom[0]]
+        else:
+            return None
+        for i, (b0, b1) in enumerate(bounds):
+            lo[i], hi[i] = min(lo[i], b0), max(hi[i], b1)
+    if hi[0] <= lo[0] or hi[1] <= lo[1]:
+        return None
+    return slice(max(lo[0], 0), min(hi[0], shape[0])), slice(max(lo[1], 0), min(hi[1], shape[1]))
 
 
 def erase_under(target: Any, source: Any) -> int:
@@ -125,12 +168,19 @@ def accept(target: Any, proposal: np.ndarray, union: bool) -> int:
     return paint_where(target, rules)
 
 
+def threshold_into(prob: np.ndarray, threshold: float, out: np.ndarray) -> None:
+    """``out = prob >= threshold`` (0/1), band by band, in place: a quick preview of an ink proposal."""
+    for y0 in range(0, prob.shape[0], STRIP):
+        rows = slice(y0, y0 + STRIP)
+        np.greater_equal(prob[rows], threshold, out=out[rows].view(bool))
+
+
 def overlap(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """uint8 1 where both masks are nonzero (band by band, into ``out`` when given)."""
     out = np.empty(a.shape, np.uint8) if out is None or out.shape != a.shape or out.dtype != np.uint8 else out
     for y0 in range(0, a.shape[0], STRIP):
         rows = slice(y0, y0 + STRIP)
-        np.logical_and(a[rows] != 0, b[rows] != 0, out=out[rows].view(bool))
+        np.logical_and(a[rows], b[rows], out=out[rows].view(bool))  # nonzero = True, one pass
     return out
 
 
@@ -167,7 +217,8 @@ class Maps:
     def __init__(self):
         self._cache: dict[int, tuple] = {}  # id(layer) -> (layer, its data object, numpy array)
 
-    def _get(self, layer: Any) -> np.ndarray | None:
+    def get(self, layer: Any) -> np.ndarray | None:
+        """The kept array of ``layer`` (None: not read yet, or its data changed)."""
         entry = self._cache.get(id(layer))
         return entry[2] if entry and entry[0] is layer and entry[1] is layer.data else None
 
@@ -185,12 +236,12 @@ class Maps:
         if shape is not None and tuple(data.shape) != tuple(shape):
             raise RefineError(f"{layer.name} is {data.shape[0]:,} x {data.shape[1]:,} px, the labels "
                               f"{shape[0]:,} x {shape[1]:,} px: pick the prediction of this segment")  # fmt: skip
-        cached = self._get(layer)
+        cached = self.get(layer)
         return data if cached is None else cached
 
     def windows(self, layer: Any) -> Any:
         """A windows layer's maps: only the slots of the layer slider that hold a window."""
-        cached = self._get(layer)
+        cached = self.get(layer)
         if cached is not None:
             return cached
         data = level0(layer)
@@ -270,149 +321,3 @@ class Jobs(QObject):
         self._next()
         if not self.busy:
             self.idle.emit()
-
-
-class PaintPanel(QWidget):
-    """Brush presets, erase ink / ignore under the other, ink under ignore, opacity presets.
-
-    Parameters
-    ----------
-    host : RefineWidget
-        Gives the viewer, the ink / ignore layers (``host.layer(role)``) and the status line.
-    """
-
-    def __init__(self, host: Any):
-        super().__init__()
-        self.host = host
-        self._watched: list = []
-        root = QVBoxLayout(self)
-        form = QFormLayout()
-        self.brush_buttons = {}
-        row = QHBoxLayout()
-        for role, text in (("ink", "Ink (I)"), ("ignore", "Ignore (G)"), ("eraser", "Eraser (E)")):
-            self.brush_buttons[role] = b = QPushButton(text)
-            b.clicked.connect(lambda _=False, r=role: self.eraser() if r == "eraser" else self.brush(r))
-            row.addWidget(b)
-        form.addRow("Brush", row)
-        self.size_spin = QSpinBox(minimum=1, maximum=500, value=BRUSH_SIZES[1], suffix=" px")
-        self.size_spin.valueChanged.connect(self._size_changed)
-        row = QHBoxLayout()
-        row.addWidget(self.size_spin, 1)
-        for size in BRUSH_SIZES:
-            b = QPushButton(str(size), toolTip=f"Brush size {size} px")
-            b.clicked.connect(lambda _=False, s=size: self.size_spin.setValue(s))
-            row.addWidget(b)
-        form.addRow("Size", row)
-        row = QHBoxLayout()
-        self.opacity_buttons = []
-        for value in OPACITIES:
-            b = QPushButton(f"{value:.1f}", toolTip=f"Ink and ignore layers at opacity {value}")
-            b.clicked.connect(lambda _=False, v=value: self.set_opacity(v))
-            row.addWidget(b)
-            self.opacity_buttons.append(b)
-        form.addRow("Opacity", row)
-        root.addLayout(form)
-        self.erase_ignore_button = QPushButton("Erase ignore where ink is painted")
-        self.erase_ignore_button.clicked.connect(lambda: self.erase("ignore", "ink"))
-        self.erase_ink_button = QPushButton("Erase ink under ignore")
-        self.erase_ink_button.clicked.connect(lambda: self.erase("ink", "ignore"))
-        self.overlap_check = QCheckBox("Show ink under ignore")
-        self.overlap_check.setToolTip("A layer on top: pixels that are both ink and ignored")
-        self.overlap_check.toggled.connect(lambda _: self.update_overlap())
-        keys = ", ".join(f"{k} {v}" for k, v in KEYS.items())
-        self.keys_label = QLabel(f"Keys: {keys}; [ and ] brush size; Ctrl+Z undoes an erase or accept.",
-                                 wordWrap=True, styleSheet="color: gray;")  # fmt: skip
-        for w in (self.erase_ignore_button, self.erase_ink_button, self.overlap_check, self.keys_label):
-            root.addWidget(w)
-        root.addStretch(1)
-
-    def _layer(self, role: str) -> Any:
-        layer = self.host.layer(role)
-        if layer is None:
-            raise RefineError(f"choose an {role} layer first (Layers, above)")
-        return layer
-
-    def brush(self, role: str) -> None:
-        """Select the ink or ignore layer and paint label 1 with the preset brush size."""
-        try:
-            layer = self._layer(role)
-        except RefineError as err:
-            return self.host.set_status(sentence(err), error=True)
-        self._select(layer, "paint")
-        layer.selected_label = 1
-        self.host.set_status(f"Painting {role} on {layer.name}, {layer.brush_size:g} px.")
-
-    def eraser(self) -> None:
-        """Erase on the active ink / ignore layer (else the ink layer) with the preset brush size."""
-        active = self.host.viewer.layers.selection.active
-        layer = active if active is not None and active in (self.host.layer("ink"), self.host.layer("ignore")) \
-            else self.host.layer("ink")  # fmt: skip
-        if layer is None:
-            return self.host.set_status("Choose an ink layer first (Layers, above).", error=True)
-        self._select(layer, "erase")
-        self.host.set_status(f"Erasing on {layer.name}, {layer.brush_size:g} px.")
-
-    def _select(self, layer: Any, mode: str) -> None:
-        self.host.viewer.layers.selection.active = layer
-        layer.visible = True
-        layer.brush_size = self.size_spin.value()
-        layer.mode = mode
-
-    def _size_changed(self, size: int) -> None:
-        active = self.host.viewer.layers.selection.active
-        if active is not None and active in (self.host.layer("ink"), self.host.layer("ignore")):
-            active.brush_size = size
-
-    def set_opacity(self, value: float) -> None:
-        """Ink and ignore layers at this opacity."""
-        for role in ("ink", "ignore"):
-            if self.host.layer(role) is not None:
-                self.host.layer(role).opacity = value
-
-    def erase(self, target: str, source: str) -> None:
-        """Clear ``target`` ("ignore" or "ink") wherever ``source`` is set (one undo step)."""
-        try:
-            t, s = self._layer(target), self._layer(source)
-            n = erase_under(t, s)
-        except RefineError as err:
-            return self.host.set_status(sentence(err), error=True)
-        self.update_overlap()
-        self.host.set_status(f"Erased {n:,} px of {t.name} under {s.name}.")
-
-    def watch(self) -> None:
-        """Follow painting on the ink / ignore layers picked (for the ink-under-ignore layer)."""
-        for ly in self._watched:
-            for ev in (ly.events.paint, ly.events.data):
-                ev.disconnect(self._painted)
-        self._watched = [ly for ly in (self.host.layer("ink"), self.host.layer("ignore")) if ly is not None]
-        for ly in self._watched:
-            for ev in (ly.events.paint, ly.events.data):
-                ev.connect(self._painted)
-        self.update_overlap()
-
-    def _painted(self, event=None) -> None:
-        if self.overlap_check.isChecked():
-            self.host.later("overlap", self.update_overlap)
-
-    def update_overlap(self) -> None:
-        """Show (or remove) the layer of pixels both inked and ignored."""
-        viewer = self.host.viewer
-        layer = find_layer(viewer, "ink under ignore")
-        ink, ignore = self.host.layer("ink"), self.host.layer("ignore")
-        if not self.overlap_check.isChecked() or ink is None or ignore is None:
-            if layer is not None:
-                viewer.layers.remove(layer)
-            return
-        try:
-            a = editable(ink)
-            b = editable(ignore, a.shape)
-        except RefineError as err:
-            return self.host.set_status(sentence(err), error=True)
-        if layer is not None and layer.data.shape == a.shape:
-            overlap(a, b, layer.data)
-            layer.refresh()
-        else:
-            show_mask(viewer, overlap(a, b), "ink under ignore", "ink under ignore", COLORS["ink under ignore"],
-                      like=ink, opacity=1.0)  # fmt: skip
-        self.host.set_status(f"{int(np.count_nonzero(find_layer(viewer, 'ink under ignore').data)):,} px of ink "
-                             "lie under ignore (cyan).")  # fmt: skip

@@ -8,8 +8,10 @@ Thin glue over :mod:`napari_phoenix.core.refine`. Tabs:
   to the ink / ignore layer) or Discard.
 * **Paint**: brush presets and keys (I ink, G ignore, E eraser), erase ignore
   where ink is painted and the reverse, a layer of ink under ignore, opacity
-  presets (:class:`~.refine_tools.PaintPanel`).
+  presets (:class:`~.paint_panel.PaintPanel`).
 * **Rounds** and **Evaluate** (:mod:`.rounds_panel`).
+* **Compare**: two rounds or two predictions: difference layer, statistics,
+  blink (K, Shift+K) and swipe (:mod:`.compare_panel`).
 
 Proposals, rounds and evaluations run off the GUI thread (:class:`~.refine_tools.Jobs`);
 the prediction is read once and kept while its layer keeps its data.
@@ -39,15 +41,17 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.refine import RefineError, propose_ignore, propose_ink
+from .compare_panel import KEYS as COMPARE_KEYS
+from .compare_panel import ComparePanel
 from .export_panel import sentence, show_status
 from .layer_data import MASK_STYLE
+from .paint_panel import PaintPanel
 from .refine_tools import (
     COLORS,
     KEYS,
     TRANSPARENT,
     Jobs,
     Maps,
-    PaintPanel,
     accept,
     defaults,
     editable,
@@ -55,6 +59,7 @@ from .refine_tools import (
     level0,
     load_float,
     show_mask,
+    threshold_into,
 )
 from .rounds_panel import EvaluatePanel, RoundsPanel
 
@@ -100,7 +105,8 @@ class RefineWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self._refresh_layers()
         self._keys = {"i": lambda v: self.paint.brush("ink"), "g": lambda v: self.paint.brush("ignore"),
-                      "e": lambda v: self.paint.eraser()}  # fmt: skip
+                      "e": lambda v: self.paint.eraser(), "k": lambda v: self.compare.flip(),
+                      "Shift-K": lambda v: self.compare.toggle_blink()}  # fmt: skip
         for key, fn in self._keys.items():
             self.viewer.bind_key(key, fn, overwrite=True)
 
@@ -125,11 +131,14 @@ class RefineWidget(QWidget):
         self.paint = PaintPanel(self)
         self.rounds = RoundsPanel(self)
         self.evaluation = EvaluatePanel(self)
-        for panel, title in ((self.paint, "Paint"), (self.rounds, "Rounds"), (self.evaluation, "Evaluate")):
+        self.compare = ComparePanel(self)
+        for panel, title in ((self.paint, "Paint"), (self.rounds, "Rounds"), (self.compare, "Compare"),
+                             (self.evaluation, "Evaluate")):
             self.tabs.addTab(panel, title)
         root.addWidget(self.tabs, 1)
         self.status = QLabel(wordWrap=True, textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.status.setToolTip("Keys: " + ", ".join(f"{k} {v}" for k, v in KEYS.items()))
+        keys = {**KEYS, **{k.replace("-", "+"): v for k, v in COMPARE_KEYS.items()}}
+        self.status.setToolTip("Keys: " + ", ".join(f"{k} {v}" for k, v in keys.items()))
         root.addWidget(self.status)
 
     def _build_proposals(self) -> QWidget:
@@ -173,6 +182,7 @@ class RefineWidget(QWidget):
             root.addWidget(w)
         root.addLayout(row)
         root.addStretch(1)
+        self.threshold_slider.valueChanged.connect(lambda _: self.preview_ink())
         self.threshold_slider.valueChanged.connect(lambda _: self._changed("ink"))
         for spin in (self.min_size_spin, self.max_hole_spin):
             spin.valueChanged.connect(lambda _: self._changed("ink"))
@@ -256,6 +266,8 @@ class RefineWidget(QWidget):
         if role in (None, "ink", "ignore", "mask"):
             self.rounds.refresh()
             self.paint.watch()
+        if role is None:
+            self.compare.refresh()
 
     def segment_folder(self, quiet: bool = False) -> Path | None:
         """The segment folder of the ink / ignore / mask layers (their file's folder, or their stack's)."""
@@ -357,6 +369,20 @@ class RefineWidget(QWidget):
         found = find_layer(self.viewer, f"{kind} proposal", source_layer=pred.name) if pred is not None else None
         return found if found is not None else find_layer(self.viewer, f"{kind} proposal")
 
+    def preview_ink(self) -> None:
+        """Show ``prediction >= threshold`` in the ink proposal at once; the cleaned proposal follows.
+
+        Thresholding is ~40 ms on 10,000 x 14,000 px, removing specks and filling
+        holes (the job) seconds: the slider shows its effect before the job ends.
+        """
+        proposal, pred = self.proposal("ink"), self.layer("prediction")
+        prob = None if pred is None else self.maps.get(pred)
+        if proposal is None or prob is None or not isinstance(proposal.data, np.ndarray) \
+                or proposal.data.shape != prob.shape or proposal.data.dtype.itemsize != 1:  # fmt: skip
+            return
+        threshold_into(prob, self.threshold, proposal.data)
+        proposal.refresh()
+
     def _changed(self, kind: str) -> None:
         if self.proposal(kind) is not None:  # live once proposed
             self.later(kind, lambda: self.propose(kind))
@@ -406,11 +432,11 @@ class RefineWidget(QWidget):
         show_status(self.status, text, error)
 
     def closeEvent(self, event) -> None:
-        """Give the keys back and stop blinking when the widget closes."""
+        """Give the keys back and stop blinking and swiping when the widget closes."""
         from napari.utils.key_bindings import coerce_keybinding
 
         for key, fn in self._keys.items():
             if self.viewer.keymap.get(coerce_keybinding(key)) is fn:
                 self.viewer.bind_key(key, None)
-        self.rounds.stop_blink()
+        self.compare.stop()
         super().closeEvent(event)

@@ -28,7 +28,19 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
+from .compare import (
+    DIFF_CODES,
+    PREDICTION_CODES,
+    Swipe,
+    compare_masks,
+    compare_predictions,
+    compare_rounds,
+)
 from .errors import PhoenixError
+
+__all__ = ["DIFF_CODES", "PREDICTION_CODES", "RefineError", "Round", "Swipe", "compare_masks", "compare_predictions",
+           "compare_rounds", "evaluate", "list_rounds", "propose_ignore", "propose_ink", "restore_round",
+           "save_round"]  # fmt: skip
 
 ROUNDS = "rounds"
 _ROUND = re.compile(r"round-(\d{3,})")
@@ -289,66 +301,3 @@ def _user() -> str:
         return getpass.getuser()
     except Exception:  # noqa: BLE001  (no login name in some containers)
         return "unknown"
-
-
-# ---------------------------------------------------------------------------------------- compare
-#: Values of :func:`compare_rounds`' difference image.
-DIFF_CODES = {0: "unchanged", 1: "ink added", 2: "ink removed", 3: "ignore added", 4: "ignore removed"}
-
-
-def compare_rounds(a: Any, b: Any) -> tuple[np.ndarray, dict[str, Any]]:
-    """Difference and statistics between two rounds (or two (label, ignore) pairs).
-
-    Parameters
-    ----------
-    a, b : Round or tuple of array-like
-        The older and the newer version.
-
-    Returns
-    -------
-    (numpy.ndarray, dict)
-        uint8 difference image (codes in :data:`DIFF_CODES`; ink changes win over
-        ignore changes) and statistics: ink and ignore areas of both, pixels
-        added / removed, IoU of the two ink masks.
-    """
-    (la, ia), (lb, ib) = (_pair(x) for x in (a, b))
-    if la.shape != lb.shape:
-        raise RefineError(f"the rounds have different sizes: {la.shape} and {lb.shape}")
-    diff = np.zeros(la.shape, np.uint8)
-    diff[ib & ~ia] = 3
-    diff[ia & ~ib] = 4
-    diff[lb & ~la] = 1
-    diff[la & ~lb] = 2
-    inter, union = int((la & lb).sum()), int((la | lb).sum())
-    stats = {"ink_a": int(la.sum()), "ink_b": int(lb.sum()), "ignore_a": int(ia.sum()), "ignore_b": int(ib.sum()),
-             "ink_added": int((lb & ~la).sum()), "ink_removed": int((la & ~lb).sum()),
-             "ignore_added": int((ib & ~ia).sum()), "ignore_removed": int((ia & ~ib).sum()),
-             "ink_iou": inter / union if union else 1.0}  # fmt: skip
-    return diff, stats
-
-
-def _pair(x: Any) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(x, Round):
-        return x.masks()
-    label, ignore = x
-    return _array(label) != 0, _array(ignore) != 0
-
-
-def compare_predictions(a: Any, b: Any, threshold: float = 0.5, mask: Any = None) -> tuple[np.ndarray, dict[str, float]]:
-    """Difference (``b - a``, float32) and statistics between two probability maps.
-
-    Statistics: mean absolute change, ink area of each at ``threshold``, pixels
-    that became ink / stopped being ink, and the IoU of the two thresholded
-    maps; over ``mask`` if given.
-    """
-    pa, pb = _array(a).astype(np.float32, copy=False), _array(b).astype(np.float32, copy=False)
-    if pa.shape != pb.shape:
-        raise RefineError(f"the predictions have different sizes: {pa.shape} and {pb.shape}")
-    inside = np.ones(pa.shape, bool) if mask is None else _array(mask) != 0
-    ia, ib = (pa >= threshold) & inside, (pb >= threshold) & inside
-    union = int((ia | ib).sum())
-    stats = {"mean_abs_change": float(np.abs(pb - pa)[inside].mean()) if inside.any() else 0.0,
-             "ink_a": int(ia.sum()), "ink_b": int(ib.sum()), "became_ink": int((ib & ~ia).sum()),
-             "stopped_being_ink": int((ia & ~ib).sum()),
-             "ink_iou": int((ia & ib).sum()) / union if union else 1.0}  # fmt: skip
-    return pb - pa, stats
