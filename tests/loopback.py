@@ -56,7 +56,10 @@ class LoopbackServer:
     #: (user, password) required as basic auth, or None
     auth: tuple[str, str] | None = None
     requests: Counter = field(default_factory=Counter)  # path -> GET/HEAD count
-    sent: Counter = field(default_factory=Counter)  # path -> body bytes sent
+    #: path -> body bytes sent, counted before the headers go out: a client that has
+    #: its answer (or gave up on it after the headers) is already counted, even if the
+    #: handler thread has not yet run on (else a loaded machine makes counts lag)
+    sent: Counter = field(default_factory=Counter)
     range_requests: Counter = field(default_factory=Counter)  # path -> GETs with a Range header
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -162,11 +165,12 @@ def _handler(state: LoopbackServer):
             self.send_response(200)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
+            if not head:
+                with state.lock:
+                    state.sent[path] += len(body)
             self.end_headers()
             if not head:
                 self.wfile.write(body)
-                with state.lock:
-                    state.sent[path] += len(body)
 
         def _validators(self, target: Path) -> dict[str, str]:
             if not state.validators:
@@ -208,14 +212,14 @@ def _handler(state: LoopbackServer):
             self.send_header("Content-Length", str(length))
             for k, v in tags.items():
                 self.send_header(k, v)
+            with state.lock:
+                state.sent[self._path()] += length
             self.end_headers()
             with open(target, "rb") as f:
                 for h, (a, b) in zip(heads, parts):
                     f.seek(a)
                     self.wfile.write(h + f.read(b - a))
                 self.wfile.write(tail)
-            with state.lock:
-                state.sent[self._path()] += length
             return True
 
         def _send_file(self, target: Path, head: bool, path: str) -> None:
@@ -254,11 +258,13 @@ def _handler(state: LoopbackServer):
                 self.send_header("Accept-Ranges", "bytes")
             for k, v in tags.items():
                 self.send_header(k, v)
+            if not head:
+                with state.lock:
+                    limit = state.drop.pop(path, None)
+                    state.sent[path] += stop - start if limit is None else max(0, min(limit, stop - start))
             self.end_headers()
             if head:
                 return
-            with state.lock:
-                limit = state.drop.pop(path, None)
             with open(target, "rb") as f:
                 f.seek(start)
                 left = stop - start
@@ -269,8 +275,6 @@ def _handler(state: LoopbackServer):
                         limit -= len(piece)
                     if piece:
                         self.wfile.write(piece)
-                        with state.lock:
-                            state.sent[path] += len(piece)
                         left -= len(piece)
                     if limit is not None and limit <= 0:  # drop the connection midway
                         self.wfile.flush()

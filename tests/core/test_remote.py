@@ -332,6 +332,8 @@ def test_login_from_the_address_or_netrc_and_masked_in_errors(site, tmp_path, mo
     srv, root = site
     srv.auth = ("reader", "s3cret")
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.delenv("PHOENIX_HTTP_USER", raising=False)
+    monkeypatch.delenv("PHOENIX_HTTP_PASSWORD", raising=False)
     with pytest.raises(LayerStackError, match=r"HTTP 401, a login is required.*netrc"):
         nx.open_stack(srv.url + "seg/")
     with pytest.raises(LayerStackError, match="401") as err:
@@ -347,6 +349,13 @@ def test_login_from_the_address_or_netrc_and_masked_in_errors(site, tmp_path, mo
         nx.open_stack(srv.url + "seg/").read(0, 1, slice(0, 5), slice(0, 5)),
         stack.read(0, 1, slice(0, 5), slice(0, 5)),
     )
+    # the environment, as for downloads (docs/data-server.md#logins)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("PHOENIX_HTTP_USER", "reader")
+    with pytest.raises(LayerStackError, match="PHOENIX_HTTP_PASSWORD go together"):
+        nx.open_stack(srv.url + "seg/")
+    monkeypatch.setenv("PHOENIX_HTTP_PASSWORD", "s3cret")
+    assert nx.open_stack(srv.url + "seg/").shape == (Z, H, W)
 
 
 def test_odd_listings_link_nowhere_else(site):

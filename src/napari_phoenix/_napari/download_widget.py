@@ -39,7 +39,7 @@ from ..core.download import (
     parse_layer_range,
 )
 from ..core.errors import PhoenixError
-from ..core.http_index import public_url
+from ..core.http_session import public_url
 from .export_panel import Failed, browse_row, sentence, show_status
 
 #: DownloadParams defaults: the fields start from these (no second copy)

@@ -6,7 +6,8 @@
              "data/<segment>", layers=(5, 20))
 
 The listing is read recursively (:mod:`.http_index` parses the pages and
-refuses links that would leave the folder) and the selected files are fetched
+refuses links that would leave the folder; the login follows the rules of
+:mod:`.http_session`) and the selected files are fetched
 by a pool of threads, keeping their layout below the start URL. A selection
 is a sub-folder, a range of layer numbers (``layers/NN.tif``) and include /
 exclude glob patterns.
@@ -42,18 +43,10 @@ from pathlib import Path
 
 from .._version import __version__
 from .atomic import atomic_path
-from .http_crawl import Crawl, RemoteFile
-from .http_fetch import (
-    PARTIAL,
-    ByteMeter,
-    Requester,
-    fetch_file,
-    file_size,
-    find_credentials,
-    human_bytes,
-    make_session,
-)
-from .http_index import DownloadError, check_rel, inside, public_url, split_credentials
+from .http_crawl import Crawl, ListedFile
+from .http_fetch import PARTIAL, ByteMeter, Requester, fetch_file, file_size, human_bytes
+from .http_index import DownloadError, check_rel, inside
+from .http_session import LoginError, find_login, host_auth, make_session, public_url, scrub
 from .progress import Progress
 
 __all__ = ["DownloadError", "DownloadParams", "DownloadResult", "DownloadStatus", "download", "iter_download"]
@@ -230,18 +223,21 @@ class _Job:
 
     def __init__(self, params: DownloadParams, cancel):
         self.params, self.cancel = params, cancel
-        self.url, creds = split_credentials(params.url)
-        creds = creds or find_credentials(self.url, params.netrc)
+        try:
+            self.url, creds = find_login(params.url, params.netrc)
+        except LoginError as err:
+            raise DownloadError(str(err)) from None
         self.secret = creds[1] if creds and creds[1] else None
         self.stop = threading.Event()
-        self.req = Requester(make_session(self.url, params.workers, creds), params.retries, params.backoff,
-                             params.timeout, self.stopped, self.secret, self._note_retry)  # fmt: skip
+        session = make_session(params.workers + 2, auth=host_auth(self.url, creds))  # Requester retries
+        self.req = Requester(session, params.retries, params.backoff, params.timeout, self.stopped, self.secret,
+                             self._note_retry)  # fmt: skip
         self.dest = Path(params.dest).expanduser()
         self.pool = ThreadPoolExecutor(params.workers, thread_name_prefix="phoenix-download")
         self.meter = ByteMeter()
         self.note = (0.0, "")  # (time, text) of the last retry, shown for a few seconds
         self.crawl = Crawl(self.req, self.pool, self.url, params)
-        self.files: dict[str, RemoteFile] = {}
+        self.files: dict[str, ListedFile] = {}
         self.failed: dict[str, str] = {}
         self.downloaded: list[str] = []
         self.skipped: list[str] = []
@@ -251,9 +247,6 @@ class _Job:
 
     def _note_retry(self, what: str, reason: str, attempt: int) -> None:
         self.note = (time.monotonic(), f"retrying {what} ({reason}, retry {attempt}/{self.params.retries})")
-
-    def scrub(self, text: str) -> str:
-        return text.replace(self.secret, "***") if self.secret else text
 
     # ---- listing ---------------------------------------------------------------------
 
@@ -269,7 +262,7 @@ class _Job:
 
     # ---- one file --------------------------------------------------------------------
 
-    def fetch(self, f: RemoteFile) -> str:
+    def fetch(self, f: ListedFile) -> str:
         """Download one file (resuming its ``.partial``); ``"downloaded"``, ``"skipped"`` or ``"stopped"``."""
         return fetch_file(self.req, f.url, inside(self.dest, f.rel), f.size, f.rel, self.params.block_size,
                           self.meter.add)  # fmt: skip
@@ -310,7 +303,7 @@ class _Job:
                 except DownloadError as err:
                     outcome = "stopped" if self.stopped() else "failed"
                     if outcome == "failed":
-                        self.failed[f.rel] = self.scrub(str(err))
+                        self.failed[f.rel] = scrub(str(err), self.secret)
                 except OSError as err:
                     if err.errno == errno.ENOSPC:
                         self.stop.set()

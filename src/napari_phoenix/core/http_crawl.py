@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .http_fetch import Requester, fetch_listing, probe
-from .http_index import DownloadError, Link, check_rel, links_of, public_url
+from .http_index import DownloadError, Link, check_rel, links_of
+from .http_session import public_url, scrub
 
 
 @dataclass(frozen=True)
-class RemoteFile:
+class ListedFile:
     """A file to download: its URL, its path below the start folder, its size (None: unknown)."""
 
     url: str
@@ -42,14 +43,11 @@ class Crawl:
     pool: Executor
     url: str
     select: Any
-    files: dict[str, RemoteFile] = field(default_factory=dict)
+    files: dict[str, ListedFile] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # path -> reason (folders end in /)
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (href, reason)
     too_deep: list[str] = field(default_factory=list)
     listed: int = 0
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self.req.secret, "***") if self.req.secret else text
 
     def start(self) -> Link | None:
         """The folder to read first (the URL, or its sub-folder); a URL of one file becomes the selection."""
@@ -58,7 +56,7 @@ class Crawl:
             is_dir, size = probe(self.req, url, public_url(url))
             if not is_dir:
                 name = check_rel(urllib.parse.unquote(urllib.parse.urlsplit(url).path).rsplit("/", 1)[-1])
-                self.files[name] = RemoteFile(url, name, size)
+                self.files[name] = ListedFile(url, name, size)
                 return None
             url += "/"
         self.url = url
@@ -106,8 +104,8 @@ class Crawl:
                     if self.req.stopped():
                         return
                     if link is start:
-                        raise DownloadError(self._scrub(str(err))) from None
-                    self.failed[link.rel + ("/" if kind == "list" else "")] = self._scrub(str(err))
+                        raise DownloadError(scrub(str(err), self.req.secret)) from None
+                    self.failed[link.rel + ("/" if kind == "list" else "")] = scrub(str(err), self.req.secret)
                     continue
                 if kind == "list":
                     self.listed += 1
@@ -121,7 +119,7 @@ class Crawl:
                 elif found[0]:  # a folder linked without its trailing slash
                     add_folder(Link(link.url + "/", link.rel, True))
                 elif p.wants(link.rel):
-                    self.files[link.rel] = RemoteFile(link.url, link.rel, found[1])
+                    self.files[link.rel] = ListedFile(link.url, link.rel, found[1])
                 if len(self.files) > p.max_files:
                     raise DownloadError(
                         f"{public_url(self.url)} holds more than {p.max_files:,} files to download; narrow the "

@@ -1,8 +1,8 @@
-"""HTTP requests of a download: the login, one session, retries, listings, probes, one file.
+"""HTTP requests of a download: retries, listings, probes, one file.
 
-Credentials come from ``PHOENIX_HTTP_USER`` / ``PHOENIX_HTTP_PASSWORD``, a
-netrc file, or the URL, and are sent only to the start host; messages carry
-URLs without them. :func:`fetch_file` brings one file in resumably: into
+The session and the login come from :mod:`.http_session` (the rules for
+logins are the same as for remote reading); messages carry URLs without the
+login. :func:`fetch_file` brings one file in resumably: into
 ``NAME.partial``, continued with a ``Range`` request after an interruption
 (from zero when the server ignores ``Range``), checked against the server's
 size, then renamed onto ``NAME``.
@@ -11,9 +11,7 @@ size, then renamed onto ``NAME``.
 from __future__ import annotations
 
 import collections
-import netrc as netrc_module
 import os
-import re
 import threading
 import time
 import urllib.parse
@@ -22,119 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import requests
-from requests.adapters import HTTPAdapter
 
-from .._version import __version__
-from .http_index import DownloadError
+from .http_index import MAX_LISTING_BYTES, DownloadError
+from .http_session import LOGIN_HINT, content_range, describe, retryable
 
-ENV_USER = "PHOENIX_HTTP_USER"
-ENV_PASSWORD = "PHOENIX_HTTP_PASSWORD"
-#: statuses worth retrying (server overloaded or briefly broken)
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-MAX_LISTING_BYTES = 32 * 2**20
 PARTIAL = ".partial"
-
-
-def retryable(status: int) -> bool:
-    """True for answers worth retrying: 408, 425, 429 and 5xx (but not 501 / 505, which will not change)."""
-    return status in RETRY_STATUSES or (status >= 500 and status not in (501, 505))
-
-
-# ---- login and session ------------------------------------------------------------------
-
-
-def find_credentials(url: str, netrc_file: str | None = None) -> tuple[str, str] | None:
-    """The login for ``url``'s host: ``PHOENIX_HTTP_USER`` / ``PHOENIX_HTTP_PASSWORD``, else ``netrc_file``.
-
-    Without either, None: requests then reads ``$NETRC`` or ``~/.netrc`` by itself.
-
-    Parameters
-    ----------
-    url : str
-        The start URL (without credentials).
-    netrc_file : str, optional
-        A netrc file to read the host's login from.
-
-    Returns
-    -------
-    tuple of (str, str) or None
-        User and password.
-    """
-    user, password = os.environ.get(ENV_USER), os.environ.get(ENV_PASSWORD)
-    if user or password:
-        if not (user and password is not None):
-            missing = ENV_PASSWORD if user else ENV_USER
-            raise DownloadError(f"{ENV_USER} and {ENV_PASSWORD} go together: set {missing} too, or unset both")
-        return user, password
-    if netrc_file:
-        host = urllib.parse.urlsplit(url).hostname or ""
-        try:
-            entry = netrc_module.netrc(os.path.expanduser(netrc_file)).authenticators(host)
-        except (OSError, netrc_module.NetrcParseError) as err:
-            raise DownloadError(f"cannot read the netrc file {netrc_file}: {err.__class__.__name__}; "
-                                "check its path and format ('machine HOST login USER password PW')") from None
-        if entry is None:
-            raise DownloadError(f"the netrc file {netrc_file} has no entry for {host}: add "
-                                f"'machine {host} login USER password PASSWORD'")
-        return entry[0], entry[2] or ""
-    return None
-
-
-class HostBasicAuth(requests.auth.HTTPBasicAuth):
-    """Basic auth sent only to one host (a link or redirect to another host gets no password)."""
-
-    def __init__(self, username: str, password: str, host: str):
-        super().__init__(username, password)
-        self.host = host
-
-    def __call__(self, r):
-        if urllib.parse.urlsplit(r.url).hostname == self.host:
-            return super().__call__(r)
-        return r
-
-    def __repr__(self) -> str:
-        return f"HostBasicAuth(host={self.host!r}, password hidden)"
-
-
-def make_session(url: str, workers: int, credentials: tuple[str, str] | None) -> requests.Session:
-    """A requests Session with a connection pool for ``workers`` threads and the host's login.
-
-    Parameters
-    ----------
-    url : str
-        The start URL (its host receives the credentials).
-    workers : int
-        Threads that will share the session.
-    credentials : tuple of (str, str), optional
-        Basic-auth user and password.
-
-    Returns
-    -------
-    requests.Session
-        Retries are done by the caller, not by the adapter.
-    """
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(4, workers + 2), max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["User-Agent"] = f"napari-phoenix/{__version__} (+https://github.com/napari-phoenix)"
-    if credentials is not None:
-        session.auth = HostBasicAuth(*credentials, urllib.parse.urlsplit(url).hostname or "")
-    return session
-
-
-def describe(err: BaseException, secret: str | None = None) -> str:
-    """A short, credential-free description of a requests / OS error."""
-    if isinstance(err, requests.Timeout):
-        text = "timed out"
-    elif isinstance(err, requests.exceptions.ChunkedEncodingError):
-        text = "connection dropped midway"
-    elif isinstance(err, requests.ConnectionError):
-        m = re.search(r"\[Errno [^\]]*\][^'\")]*", str(err))  # e.g. "[Errno 111] Connection refused"
-        text = f"connection failed ({m.group(0).strip()})" if m else "connection failed"
-    else:
-        text = str(err) or err.__class__.__name__
-    return text.replace(secret, "***") if secret else text
 
 
 # ---- requests with retries ----------------------------------------------------------------
@@ -193,9 +83,7 @@ def status_error(r: requests.Response, what: str) -> DownloadError:
     """The error for a 4xx answer, saying what to do."""
     code = r.status_code
     if code in (401, 403):
-        return DownloadError(
-            f"{what}: HTTP {code} {r.reason} (login refused or needed): set {ENV_USER} and {ENV_PASSWORD}, "
-            "or add the host to ~/.netrc (or pass a netrc file)")
+        return DownloadError(f"{what}: HTTP {code} {r.reason} (login refused or needed): {LOGIN_HINT}")
     if code == 404:
         return DownloadError(f"{what}: HTTP 404 Not Found (check the URL)")
     return DownloadError(f"{what}: HTTP {code} {r.reason}")
@@ -289,14 +177,6 @@ def file_size(path: Path) -> int | None:
         return None
 
 
-def content_range(value: str | None) -> tuple[int | None, int | None]:
-    """``"bytes 100-199/1000"`` -> ``(100, 1000)``; ``"bytes */1000"`` -> ``(None, 1000)``."""
-    m = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value or "")
-    if not m:
-        return None, None
-    return (int(m.group(1)) if m.group(1) else None), (int(m.group(2)) if m.group(2) != "*" else None)
-
-
 def fetch_file(req: Requester, url: str, final: Path, size: int | None, what: str,
                block_size: int = 2**20, on_bytes: Callable[[int], None] = lambda n: None) -> str:  # fmt: skip
     """Bring one file to ``final`` through ``final.partial``, resuming and retrying.
@@ -355,7 +235,7 @@ def fetch_file(req: Requester, url: str, final: Path, size: int | None, what: st
                 if retryable(r.status_code):
                     raise _Transient(f"HTTP {r.status_code}")
                 if r.status_code == 416 and have:  # the .partial holds the whole file, or more
-                    expected = content_range(r.headers.get("Content-Range"))[1]
+                    expected = content_range(r.headers.get("Content-Range"))[2]
                     have = have if expected == have else restart()
                     continue
                 if r.status_code >= 400:
@@ -363,7 +243,7 @@ def fetch_file(req: Requester, url: str, final: Path, size: int | None, what: st
                 length = r.headers.get("Content-Length")
                 length = int(length) if length and length.isdigit() else None
                 if r.status_code == 206:
-                    first, total = content_range(r.headers.get("Content-Range"))
+                    first, _, total = content_range(r.headers.get("Content-Range"))
                     if first != have:
                         have = restart()
                         raise _Transient("the server sent another byte range than asked")

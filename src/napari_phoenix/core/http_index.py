@@ -7,7 +7,8 @@ module turns such a page into the entries *below* the listed folder, each
 with the relative path it will have on disk, and refuses every link that
 could write outside the destination: ``..`` segments (also percent-encoded),
 backslashes, absolute paths outside the folder, other hosts (unless allowed),
-credentials in links. No network access here (see :mod:`.http_fetch`).
+credentials in links. Remote reading lists folders with the same parser
+(:func:`links_of`). No network access here (see :mod:`.http_fetch`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 from .errors import PhoenixError
 
 _RESERVED = (".partial", ".phoenix-download.json")
+#: an index page larger than this is not a folder listing
+MAX_LISTING_BYTES = 32 * 2**20
 _BAD_CHARS = re.compile(r"[\\\x00-\x1f\x7f]")
 
 
@@ -44,40 +47,6 @@ class Link:
     url: str
     rel: str
     is_dir: bool | None
-
-
-# ---- URLs ------------------------------------------------------------------------------------
-
-
-def public_url(url: str) -> str:
-    """``url`` without any ``user:password@`` part (for messages, logs and manifests).
-
-    Parameters
-    ----------
-    url : str
-        Any URL.
-
-    Returns
-    -------
-    str
-        The same URL with the credentials removed.
-    """
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
-    """``(url without credentials, (user, password) or None)`` from ``https://user:pw@host/...``."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None:
-        return url, None
-    creds = (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
-    return public_url(url), creds
 
 
 # ---- listings ----------------------------------------------------------------------------
@@ -225,6 +194,26 @@ def links_of(html: str, dir_url: str, dir_rel: str, allow_hosts=()) -> tuple[lis
             seen.add(link.rel)
             links.append(link)
     return links, rejected
+
+
+def child_names(html: str, dir_url: str) -> list[str]:
+    """The names of the entries directly in the listed folder, sub-folders ending in ``/``.
+
+    Parameters
+    ----------
+    html : str
+        The index page.
+    dir_url : str
+        URL of the listed folder, ending in ``/`` and without a login.
+
+    Returns
+    -------
+    list of str
+        Decoded names in page order; links deeper down, outside the folder or
+        to other hosts are left out.
+    """
+    links, _ = links_of(html, dir_url, "")
+    return [link.rel + ("/" if link.is_dir else "") for link in links if "/" not in link.rel]
 
 
 def inside(root: Path, rel: str) -> Path:

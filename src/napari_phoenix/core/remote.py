@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import LayerStackError, MaskError
+from .http_session import mask_url, public_url
 from .remote_cache import fetch_file, trim_remote_cache
 from .remote_file import RemoteFile
-from .remote_http import RemotePath, list_folder, mask_url, strip_login
+from .remote_http import RemotePath, list_folder
 from .sources import (
     IMAGE_SUFFIXES,
     TIFF_SUFFIXES,
@@ -34,16 +35,16 @@ from .sources import (
     ZarrTiffSource,
     _pil_header,
     _window,
+    layer_source,
     tiff_pages,
 )
 from .stack import (
     DEFAULT_CHUNKS,
     LAYER_NAME,
     LayerStack,
-    _check_same,
     _open_zarr,
-    _stack_from_sources,
     number_layers,
+    stack_from_sources,
 )
 
 #: threads opening layer files (HEAD + TIFF header) at once
@@ -184,7 +185,7 @@ def remote_tiff_sources(url: str) -> list[LayerSource]:
         raise
     except (tifffile.TiffFileError, ValueError, OSError, IndexError, struct.error) as err:
         raise LayerStackError(f"{mask_url(url)}: not a readable TIFF ({err})") from err
-    shown = RemotePath(strip_login(url))
+    shown = RemotePath(public_url(url))
     return [
         RemoteRawTiffSource(
             shown, pg.shape, pg.dtype, pg.strip_offsets, pg.rows_per_strip, remote, pg.index
@@ -197,22 +198,15 @@ def remote_tiff_sources(url: str) -> list[LayerSource]:
     ]
 
 
+def _remote_image_source(url: RemotePath) -> RemoteImageSource:
+    remote = RemoteFile(url)
+    shape, dtype = _pil_header(RangeFile(remote, url.name))
+    return RemoteImageSource(RemotePath(public_url(url)), shape, dtype, remote=remote)
+
+
 def remote_layer_source(url: str) -> LayerSource:
     """The window reader for one remote single-image layer file."""
-    url = RemotePath(url)
-    suffix = url.suffix.lower()
-    if suffix in TIFF_SUFFIXES:
-        sources = remote_tiff_sources(url)
-        if len(sources) > 1:
-            raise LayerStackError(
-                f"{url.name}: holds {len(sources)} pages; a layer file must hold one image"
-            )
-        return sources[0]
-    if suffix in IMAGE_SUFFIXES:
-        remote = RemoteFile(url)
-        shape, dtype = _pil_header(RangeFile(remote, url.name))
-        return RemoteImageSource(RemotePath(strip_login(url)), shape, dtype, remote=remote)
-    raise LayerStackError(f"{url.name}: unsupported layer format {suffix!r}")
+    return layer_source(RemotePath(url), tiff=remote_tiff_sources, image=_remote_image_source)
 
 
 def _folder(url: str) -> str:
@@ -226,7 +220,7 @@ def _try_zarr(folder: str) -> LayerStack | None:
     store = HttpStore(folder)
     if not any(store.has(key) for key in ("zarr.json", ".zgroup", ".zarray")):
         return None
-    return _open_zarr(RemotePath(strip_login(folder)), store=store)
+    return _open_zarr(RemotePath(public_url(folder)), store=store)
 
 
 def open_remote_stack(url: str, *, chunks: tuple[int, int] = DEFAULT_CHUNKS) -> LayerStack:
@@ -246,20 +240,18 @@ def open_remote_stack(url: str, *, chunks: tuple[int, int] = DEFAULT_CHUNKS) -> 
     """
     trim_remote_cache()
     path = RemotePath(url)
-    shown = RemotePath(strip_login(url))
+    shown = RemotePath(public_url(url))
     name = path.name.lower()
     if not url.endswith("/") and name.endswith(TIFF_SUFFIXES):
         sources = remote_tiff_sources(url)
-        _check_same(sources, [f"page {i}" for i in range(len(sources))])
-        levels = _stack_from_sources(sources, chunks)
-        n = len(sources)
-        return LayerStack(
-            levels[0], tuple(range(n)), (shown,) * n, shown, "tiff", levels, tuple(sources)
+        pages = range(len(sources))
+        names = [f"page {i}" for i in pages]
+        return stack_from_sources(
+            sources, names, pages, [shown] * len(pages), shown, "tiff", chunks
         )
     if not url.endswith("/") and name.endswith(IMAGE_SUFFIXES):
         source = remote_layer_source(url)
-        levels = _stack_from_sources([source], chunks)
-        return LayerStack(levels[0], (0,), (shown,), shown, "layers", levels, (source,))
+        return stack_from_sources([source], [path.name], [0], [shown], shown, "layers", chunks)
     folder = _folder(url)
     if name.endswith(".zarr"):
         stack = _try_zarr(folder)
@@ -297,17 +289,9 @@ def open_remote_stack(url: str, *, chunks: tuple[int, int] = DEFAULT_CHUNKS) -> 
     urls = [base + urllib.parse.quote(n) for _, n in numbered]
     with ThreadPoolExecutor(max_workers=min(OPEN_WORKERS, len(urls))) as pool:
         sources = list(pool.map(remote_layer_source, urls))
-    _check_same(sources, [n for _, n in numbered])
-    levels = _stack_from_sources(sources, chunks)
-    return LayerStack(
-        data=levels[0],
-        layer_numbers=tuple(n for n, _ in numbered),
-        paths=tuple(RemotePath(strip_login(u)) for u in urls),
-        source=shown,
-        kind="layers",
-        levels=levels,
-        sources=tuple(sources),
-    )
+    paths = [RemotePath(public_url(u)) for u in urls]
+    names, numbers = [n for _, n in numbered], [n for n, _ in numbered]
+    return stack_from_sources(sources, names, numbers, paths, shown, "layers", chunks)
 
 
 def is_remote_segment(url: str) -> bool:
@@ -361,4 +345,4 @@ def open_remote_segment(url: str, **stack_options):
                     f"{w:,} x {h:,}; it belongs to another segment or chunk"
                 )
             files[role] = local
-    return Segment(root=RemotePath(strip_login(base)), stack=stack, files=files)
+    return Segment(root=RemotePath(public_url(base)), stack=stack, files=files)

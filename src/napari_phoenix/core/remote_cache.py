@@ -37,7 +37,8 @@ from pathlib import Path
 
 from .cache import cache_dir
 from .errors import LayerStackError
-from .remote_http import RemoteInfo, mask_url, raise_for_status, request, stat, strip_login
+from .http_session import mask_url, public_url
+from .remote_http import RemoteInfo, raise_for_status, request, stat
 
 #: default bound of the remote cache (``$NAPARI_PHOENIX_REMOTE_CACHE_GB`` overrides)
 DEFAULT_CACHE_GB = 20.0
@@ -49,7 +50,7 @@ def remote_cache_dir() -> Path:
 
 
 def _entry(url: str) -> Path:
-    return remote_cache_dir() / hashlib.sha256(strip_login(url).encode()).hexdigest()[:32]
+    return remote_cache_dir() / hashlib.sha256(public_url(url).encode()).hexdigest()[:32]
 
 
 def _key(info: RemoteInfo) -> str:
@@ -183,7 +184,7 @@ def _write_file(path: Path, data: bytes) -> None:
 
 def _write_meta(path: Path, url: str, info: RemoteInfo, complete: bool) -> None:
     meta = {
-        "url": mask_url(strip_login(url)),
+        "url": mask_url(public_url(url)),
         "size": info.size,
         "etag": info.etag,
         "last_modified": info.last_modified,

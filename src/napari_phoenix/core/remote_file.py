@@ -16,8 +16,9 @@ import threading
 import numpy as np
 
 from .errors import LayerStackError
+from .http_session import mask_url, public_url
 from .remote_cache import Extents, _drop_other_versions, _entry, _key, _write_meta
-from .remote_http import RangesIgnored, RemoteInfo, fetch_ranges, mask_url, stat, strip_login
+from .remote_http import RangesIgnored, RemoteInfo, fetch_ranges, stat
 
 #: files up to this size are read whole from a server without Range support
 WHOLE_FILE_LIMIT = 64 << 20
@@ -47,7 +48,7 @@ class RemoteFile:
 
     def token(self) -> str:
         """URL (without login) + size + validators: changes when the file changes."""
-        return f"{strip_login(self.url)}-{self.info.token()}"
+        return f"{public_url(self.url)}-{self.info.token()}"
 
     def __getstate__(self):
         return {"url": self.url, "info": self.info, "bytes_fetched": self.bytes_fetched}

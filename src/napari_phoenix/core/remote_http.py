@@ -1,12 +1,14 @@
 """HTTP for remote stacks: sessions, clear errors, directory listings and range reads.
 
-Built on ``requests`` (blocking, one session per thread, urllib3 retries). Range
-reads ask for many byte ranges in one request (``Range: bytes=a-b,c-d,…``, a
+Built on ``requests`` (blocking, one session per thread from
+:func:`~.http_session.make_session`, with its retries). Range reads ask for
+many byte ranges in one request (``Range: bytes=a-b,c-d,…``, a
 ``multipart/byteranges`` answer, as Apache and nginx give); a server that
 answers such a request with the whole file is remembered and asked one range
-at a time from then on. Logins come from ``~/.netrc`` (``$NETRC``) or from the
-address (``https://user:password@host/…``); error messages never show the
-password.
+at a time from then on. Logins follow the rules of :mod:`.http_session` (the
+address, ``PHOENIX_HTTP_USER`` / ``PHOENIX_HTTP_PASSWORD``, ``~/.netrc``);
+error messages never show the password. Listings are parsed by
+:mod:`.http_index`, as for downloads.
 """
 
 from __future__ import annotations
@@ -16,9 +18,20 @@ import threading
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from html.parser import HTMLParser
 
 from .errors import LayerStackError
+from .http_index import MAX_LISTING_BYTES, child_names
+from .http_session import (
+    LOGIN_HINT,
+    LoginError,
+    content_range,
+    describe,
+    find_login,
+    host_auth,
+    make_session,
+    mask_url,
+    public_url,
+)
 
 #: merge two missing byte ranges into one when the gap between them is at most
 #: this many bytes (a multipart part costs ~100 bytes of headers)
@@ -31,6 +44,8 @@ MAX_PARTS = 128
 #: bytes asked for in one request at most
 MAX_REQUEST_BYTES = 64 << 20
 TIMEOUT = (10, 120)
+#: retries of a request (connection errors, 5xx) by the session, 0.2 s backoff
+RETRIES = 3
 
 _local = threading.local()
 #: host -> False once it answered a multi-range request with the whole file
@@ -40,23 +55,6 @@ _multi_range: dict[str, bool] = {}
 def is_url(path) -> bool:
     """True for ``http://`` and ``https://`` addresses."""
     return isinstance(path, str) and path.lower().startswith(("http://", "https://"))
-
-
-def mask_url(url: str) -> str:
-    """``url`` with the password (if any) replaced by ``***``."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def strip_login(url: str) -> str:
-    """``url`` without user name and password (what cache keys and metadata use)."""
-    parts = urllib.parse.urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 class RemotePath(str):
@@ -83,33 +81,19 @@ def session():
     """This thread's ``requests.Session`` (connection reuse, retries on 5xx and resets)."""
     s = getattr(_local, "session", None)
     if s is None:
-        import requests
-        from requests.adapters import HTTPAdapter, Retry
-
-        retry = Retry(
-            total=4,
-            connect=2,
-            read=2,
-            status=3,
-            backoff_factor=0.2,
-            status_forcelist=(429, 500, 502, 503, 504),
-            allowed_methods=("GET", "HEAD"),
-            raise_on_status=False,
-        )
-        s = requests.Session()
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=8)
-        s.mount("http://", adapter)
-        s.mount("https://", adapter)
-        s.headers["User-Agent"] = "napari-phoenix"
-        _local.session = s
+        s = _local.session = make_session(pool_size=8, retries=RETRIES, backoff=0.2)
     return s
 
 
 def request(method: str, url: str, **kwargs):
-    """``session().request`` with connection failures turned into :class:`LayerStackError`."""
+    """``session().request`` with the login for ``url`` and failures as :class:`LayerStackError`."""
     import requests
 
     kwargs.setdefault("timeout", TIMEOUT)
+    try:
+        kwargs.setdefault("auth", host_auth(url, find_login(url)[1]))
+    except LoginError as err:
+        raise LayerStackError(str(err)) from None
     try:
         return session().request(method, url, **kwargs)
     except requests.exceptions.Timeout as err:
@@ -119,12 +103,8 @@ def request(method: str, url: str, **kwargs):
         ) from None
     except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as err:
         host = urllib.parse.urlsplit(url).hostname
-        inner = err.args[0] if err.args else err
-        reason = str(getattr(inner, "reason", inner))
-        m = re.search(r"\[Errno [^\]]+\][^'\")]*", reason)
-        reason = m.group(0).strip() if m else re.sub(r"//[^/@\s]*@", "//", reason)[-160:]
         raise LayerStackError(
-            f"{mask_url(url)}: cannot reach {host} ({reason}); check the address and "
+            f"{mask_url(url)}: cannot reach {host}: {describe(err)}; check the address and "
             "your network connection"
         ) from None
 
@@ -138,9 +118,7 @@ def raise_for_status(resp, url: str) -> None:
     if code in (401, 403):
         raise LayerStackError(
             f"{where}: the server refuses access (HTTP {code}"
-            f"{', a login is required' if code == 401 else ''}); put your login in ~/.netrc "
-            "(a line `machine HOST login USER password PASSWORD`) or in the address "
-            "(https://USER:PASSWORD@HOST/…)"
+            f"{', a login is required' if code == 401 else ''}); {LOGIN_HINT}"
         )
     if code == 404:
         raise LayerStackError(
@@ -182,22 +160,12 @@ def stat(url: str) -> RemoteInfo:
     resp = request("GET", url, headers={**headers, "Range": "bytes=0-0"}, stream=True)
     with resp:
         raise_for_status(resp, url)
-        total = resp.headers.get("Content-Range", "").rpartition("/")[2]
-        if resp.status_code == 206 and total.isdigit():
-            return RemoteInfo.from_headers(resp.headers, int(total))
+        total = content_range(resp.headers.get("Content-Range"))[2]
+        if resp.status_code == 206 and total is not None:
+            return RemoteInfo.from_headers(resp.headers, total)
         if resp.headers.get("Content-Length"):
             return RemoteInfo.from_headers(resp.headers, int(resp.headers["Content-Length"]))
     raise LayerStackError(f"{mask_url(url)}: the server does not say how large the file is")
-
-
-class _Links(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.hrefs: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "a":
-            self.hrefs += [v for k, v in attrs if k == "href" and v]
 
 
 def list_folder(url: str) -> tuple[str, list[str]]:
@@ -210,18 +178,8 @@ def list_folder(url: str) -> tuple[str, list[str]]:
     resp = request("GET", folder)
     raise_for_status(resp, folder)
     base = resp.url if resp.url.endswith("/") else resp.url + "/"
-    parser = _Links()
-    parser.feed(resp.text[:20_000_000])
-    names = []
-    for href in parser.hrefs:
-        full = urllib.parse.urljoin(base, href)
-        parts = urllib.parse.urlsplit(full)
-        if parts.query or parts.fragment or not strip_login(full).startswith(strip_login(base)):
-            continue
-        rest = urllib.parse.unquote(parts.path[len(urllib.parse.urlsplit(base).path) :])
-        if rest and "/" not in rest.rstrip("/") and rest not in names and rest not in (".", "./"):
-            names.append(rest)
-    return folder if strip_login(folder) == strip_login(base) else base, names
+    names = child_names(resp.text[:MAX_LISTING_BYTES], public_url(base))
+    return folder if public_url(folder) == public_url(base) else base, names
 
 
 class RangesIgnored(Exception):
@@ -262,7 +220,7 @@ def fetch_ranges(
     Raises :class:`RangesIgnored` when the server sends the whole file instead and
     ``whole_ok`` (the caller takes the stream), or a :class:`LayerStackError`.
     """
-    host = urllib.parse.urlsplit(strip_login(url)).netloc
+    host = urllib.parse.urlsplit(public_url(url)).netloc
     for batch in plan(intervals, _multi_range.get(host, True)):
         for attempt in range(3):
             try:
@@ -314,25 +272,25 @@ def _fetch_batch(url, batch, info, whole_ok) -> list[tuple[int, bytes]] | None:
         ctype = resp.headers.get("Content-Type", "")
         if ctype.startswith("multipart/byteranges"):
             return list(_multipart(body, ctype, url))
-        start, stop, _ = _content_range(resp.headers.get("Content-Range", ""), url)
+        start, stop = _byte_range(resp.headers.get("Content-Range", ""), url)
         if len(body) != stop - start:
             raise _BrokenBody(f"{len(body)} of {stop - start} bytes")
         return [(start, body)]
 
 
-def _content_range(value: str, url: str) -> tuple[int, int, int | None]:
-    m = re.match(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)", value)
-    if not m:
+def _byte_range(value: str, url: str) -> tuple[int, int]:
+    start, stop, _ = content_range(value)
+    if start is None:
         raise LayerStackError(
             f"{mask_url(url)}: a range answer without a valid Content-Range ({value!r})"
         )
-    return int(m.group(1)), int(m.group(2)) + 1, None if m.group(3) == "*" else int(m.group(3))
+    return start, stop
 
 
 def _check_same_file(resp, url: str, info: RemoteInfo) -> None:
-    total = resp.headers.get("Content-Range", "").rpartition("/")[2]
+    total = content_range(resp.headers.get("Content-Range"))[2]
     etag = RemoteInfo.from_headers(resp.headers, 0).etag
-    if (total.isdigit() and int(total) != info.size) or (etag and info.etag and etag != info.etag):
+    if (total is not None and total != info.size) or (etag and info.etag and etag != info.etag):
         raise LayerStackError(
             f"{mask_url(url)}: the file changed on the server while it was open; open it again"
         )
@@ -353,7 +311,7 @@ def _multipart(body: bytes, ctype: str, url: str) -> Iterator[tuple[int, bytes]]
             raise LayerStackError(f"{mask_url(url)}: a malformed multipart answer")
         head = body[i + len(delim) : head_end].decode("latin-1")
         cr = re.search(r"(?im)^content-range:\s*(.*)$", head)
-        start, stop, _ = _content_range(cr.group(1) if cr else "", url)
+        start, stop = _byte_range(cr.group(1) if cr else "", url)
         data = body[head_end + 4 : head_end + 4 + stop - start]
         if len(data) != stop - start:
             raise _BrokenBody(f"a part of {len(data)} of {stop - start} bytes")

@@ -23,9 +23,10 @@ from zarr.abc.store import (
 )
 
 from .errors import LayerStackError
+from .http_session import mask_url, public_url
 from .remote_cache import fetch_file
 from .remote_file import RemoteFile
-from .remote_http import list_folder, mask_url, request, strip_login
+from .remote_http import list_folder, request
 
 
 class HttpStore(Store):
@@ -59,7 +60,7 @@ class HttpStore(Store):
         return f"HttpStore({mask_url(self.url)!r})"
 
     def __dask_tokenize__(self):
-        return ("phoenix-http-store", strip_login(self.url))
+        return ("phoenix-http-store", public_url(self.url))
 
     def __getstate__(self):
         return {"url": self.url, "_read_only": True, "_is_open": False}

@@ -326,17 +326,25 @@ def tiff_sources(path: Path) -> list[LayerSource]:
     ]
 
 
-def layer_source(path: Path) -> LayerSource:
-    """The window reader for one single-image layer file."""
+def _image_source(path: Path) -> ImageFileSource:
+    shape, dtype = _pil_header(path)
+    return ImageFileSource(path, shape, dtype)
+
+
+def layer_source(path: Path, tiff=tiff_sources, image=_image_source) -> LayerSource:
+    """The window reader for one single-image layer file.
+
+    ``tiff`` and ``image`` make the sources of a TIFF / PNG / JPEG file (the
+    remote reader passes its own; ``path`` needs only ``.name`` and ``.suffix``).
+    """
     suffix = path.suffix.lower()
     if suffix in TIFF_SUFFIXES:
-        sources = tiff_sources(path)
+        sources = tiff(path)
         if len(sources) > 1:
             raise LayerStackError(
                 f"{path.name}: holds {len(sources)} pages; a layer file must hold one image"
             )
         return sources[0]
     if suffix in IMAGE_SUFFIXES:
-        shape, dtype = _pil_header(path)
-        return ImageFileSource(path, shape, dtype)
+        return image(path)
     raise LayerStackError(f"{path.name}: unsupported layer format {suffix!r}")

@@ -216,9 +216,7 @@ def _level_count(shape: tuple[int, int]) -> int:
     return levels
 
 
-def _stack_from_sources(
-    sources: list[LayerSource], chunks: tuple[int, int]
-) -> tuple[da.Array, ...]:
+def _pyramid(sources: list[LayerSource], chunks: tuple[int, int]) -> tuple[da.Array, ...]:
     import dask.array as da
     from dask.base import tokenize
 
@@ -232,7 +230,8 @@ def _stack_from_sources(
             da.from_array(
                 arr,
                 chunks=level_chunks,
-                name="phoenix-stack-" + tokenize([src.token() for src in sources], level, level_chunks),
+                name="phoenix-stack-"
+                + tokenize([src.token() for src in sources], level, level_chunks),
                 meta=np.empty((0, 0, 0), dtype=arr.dtype),
                 asarray=False,
                 fancy=True,
@@ -257,6 +256,20 @@ def _check_same(sources: list[LayerSource], names: list[str]) -> None:
                 f"layer {name} is {src.dtype.name}, but layer {names[0]} is {dtype.name}; "
                 "all layers must have one bit depth"
             )
+
+
+def stack_from_sources(
+    sources: list[LayerSource], names: list[str], numbers, paths, source, kind: str, chunks
+) -> LayerStack:
+    """A :class:`LayerStack` over layer ``sources``, checked to share one size and bit depth.
+
+    ``names`` name the layers in errors; ``numbers``, ``paths``, ``source`` and
+    ``kind`` are the stack's attributes; ``chunks`` as in :func:`open_stack`.
+    Local and remote stacks (:mod:`.remote`) are built by it.
+    """
+    _check_same(sources, names)
+    levels = _pyramid(sources, chunks)
+    return LayerStack(levels[0], tuple(numbers), tuple(paths), source, kind, levels, tuple(sources))
 
 
 def find_layer_files(folder: Path) -> list[tuple[int, Path]]:
@@ -287,9 +300,7 @@ def number_layers(names: list[str], where: str, listed: list[str]) -> list[tuple
     if not found:
         others = sorted(listed)[:5]
         hint = f" (it holds {', '.join(others)}…)" if others else " (it is empty)"
-        raise LayerStackError(
-            f"{where}: no layer files named like 00.tif, 07.png or 12.jpg{hint}"
-        )
+        raise LayerStackError(f"{where}: no layer files named like 00.tif, 07.png or 12.jpg{hint}")
     numbers = sorted(found)
     missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
     if missing:
@@ -348,34 +359,17 @@ def open_stack(path: str | Path, *, chunks: tuple[int, int] = DEFAULT_CHUNKS) ->
         folder = path / "layers" if (path / "layers").is_dir() else path
         files = find_layer_files(folder)
         sources = [layer_source(p) for _, p in files]
-        _check_same(sources, [p.name for _, p in files])
-        levels = _stack_from_sources(sources, chunks)
-        return LayerStack(
-            data=levels[0],
-            layer_numbers=tuple(n for n, _ in files),
-            paths=tuple(p for _, p in files),
-            source=path,
-            kind="layers",
-            levels=levels,
-            sources=tuple(sources),
-        )
+        numbers, paths = [n for n, _ in files], [p for _, p in files]
+        names = [p.name for p in paths]
+        return stack_from_sources(sources, names, numbers, paths, path, "layers", chunks)
     if path.suffix.lower() in TIFF_SUFFIXES:
         sources = tiff_sources(path)
-        _check_same(sources, [f"page {i}" for i in range(len(sources))])
-        levels = _stack_from_sources(sources, chunks)
-        return LayerStack(
-            data=levels[0],
-            layer_numbers=tuple(range(len(sources))),
-            paths=(path,) * len(sources),
-            source=path,
-            kind="tiff",
-            levels=levels,
-            sources=tuple(sources),
-        )
+        pages = range(len(sources))
+        names = [f"page {i}" for i in pages]
+        return stack_from_sources(sources, names, pages, [path] * len(pages), path, "tiff", chunks)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         source = layer_source(path)
-        levels = _stack_from_sources([source], chunks)
-        return LayerStack(levels[0], (0,), (path,), path, "layers", levels, (source,))
+        return stack_from_sources([source], [path.name], [0], [path], path, "layers", chunks)
     raise LayerStackError(
         f"{path}: not a layer stack; open a segment folder, a layers/ folder, a TIFF or a zarr"
     )
@@ -414,9 +408,7 @@ def _open_zarr(path: Path, store=None) -> LayerStack:
         if multiscales:
             keys = [d["path"] for d in multiscales[0]["datasets"]]
         else:
-            keys = sorted(
-                (k for k, v in node.arrays()), key=lambda k: -int(np.prod(node[k].shape))
-            )
+            keys = sorted((k for k, v in node.arrays()), key=lambda k: -int(np.prod(node[k].shape)))
         if not keys:
             raise LayerStackError(f"{path}: the zarr group holds no arrays")
         if not multiscales and not all(k.isdigit() for k in keys) and len(keys) > 1:
