@@ -55,12 +55,14 @@ _API = {
     "compare_rounds": "napari_phoenix.core.refine",
     "compare_predictions": "napari_phoenix.core.refine",
     "evaluate": "napari_phoenix.core.refine",
+    "compare_masks": "napari_phoenix.core.compare",
 }
 
 __all__ = ["__version__", *_API]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .core.chunks import SplitParams, iter_split, split_segment
+    from .core.compare import compare_masks
     from .core.contrast import contrast, contrast_lut
     from .core.download import DownloadError, DownloadParams, download, iter_download
     from .core.errors import CheckpointError, LayerStackError, MaskError, PhoenixError
@@ -68,6 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .core.model.checkpoint import convert_checkpoint, load_model, save_model
     from .core.model.config import ModelConfig
     from .core.model.network import build_network
+    from .core.phantom import PhantomParams, make_phantom
     from .core.predict import PredictParams, iter_predict, predict, predict_window
     from .core.refine import (
         compare_predictions,
@@ -79,10 +82,9 @@ if TYPE_CHECKING:  # pragma: no cover
         restore_round,
         save_round,
     )
-    from .core.train.loop import TrainConfig, iter_train, train
-    from .core.phantom import PhantomParams, make_phantom
     from .core.segment import Segment, open_segment
     from .core.stack import LayerStack, open_stack
+    from .core.train.loop import TrainConfig, iter_train, train
 
 
 def __getattr__(name: str):
