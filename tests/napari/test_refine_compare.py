@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 from qtpy.QtCore import Qt
@@ -11,25 +9,14 @@ from scipy import ndimage as ndi
 
 from napari_phoenix._napari import compare_panel as cp
 from napari_phoenix.core.masks import read_mask
-from napari_phoenix.core.phantom import make_phantom
 from napari_phoenix.core.refine import compare_predictions, compare_rounds, list_rounds
 
 
 @pytest.fixture(scope="module")
-def segment(tmp_path_factory):
-    return make_phantom(tmp_path_factory.mktemp("phantom") / "seg", height=256, width=384, seed=1)
-
-
-@pytest.fixture
-def seg(tmp_path, segment):
-    return shutil.copytree(segment, tmp_path / "seg")
-
-
-@pytest.fixture(scope="module")
-def probs(segment):
+def probs(refine_phantom):
     """Two predictions of the phantom: the second finds more ink on the right and less at the top."""
     rng = np.random.default_rng(0)
-    label = read_mask(segment / "label.png").astype(np.float32)
+    label = read_mask(refine_phantom / "label.png").astype(np.float32)
     a = np.clip(ndi.gaussian_filter(label, 2) * 0.8 + 0.1 + rng.normal(0, 0.05, label.shape), 0, 1)
     b = a.copy()
     b[100:160, 250:370] = np.maximum(b[100:160, 250:370], 0.9)

@@ -12,7 +12,6 @@ from scipy import ndimage as ndi
 
 from napari_phoenix._napari import refine_widget as rw
 from napari_phoenix.core.masks import read_mask
-from napari_phoenix.core.phantom import make_phantom
 from napari_phoenix.core.refine import (
     compare_rounds,
     evaluate,
@@ -26,23 +25,10 @@ PRED_META = {"role": "prediction composite", "source_layer": "seg", "store": "/d
 
 
 @pytest.fixture(scope="module")
-def segment(tmp_path_factory):
-    return make_phantom(tmp_path_factory.mktemp("phantom") / "seg", height=256, width=384, seed=1)
-
-
-@pytest.fixture
-def seg(tmp_path, segment):
-    """A fresh copy of the phantom for each test (rounds are written into it)."""
-    import shutil
-
-    return shutil.copytree(segment, tmp_path / "seg")
-
-
-@pytest.fixture(scope="module")
-def maps(segment):
+def maps(refine_phantom):
     """A synthetic prediction (the label blurred, plus noise) and three window maps around it."""
     rng = np.random.default_rng(0)
-    label = read_mask(segment / "label.png").astype(np.float32)
+    label = read_mask(refine_phantom / "label.png").astype(np.float32)
     prob = np.clip(ndi.gaussian_filter(label, 2) * 0.8 + 0.1 + rng.normal(0, 0.08, label.shape), 0, 1)
     windows = np.clip(prob + rng.normal(0, 0.12, (3, *label.shape)), 0, 1).astype(np.float32)
     return prob.astype(np.float32), windows

@@ -40,20 +40,11 @@ from ..core.download import (
 )
 from ..core.errors import PhoenixError
 from ..core.http_session import public_url
-from .export_panel import Failed, browse_row, sentence, show_status
+from .export_panel import Failed, browse_row, run_job, sentence, show_status
 
 #: DownloadParams defaults: the fields start from these (no second copy)
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(DownloadParams)}
 EXAMPLE_URL = "https://dl.ash2txt.org/community-uploads/<user>/scrolls/s5/autogens/<segment>/"
-
-
-def _job(params: DownloadParams, cancel: threading.Event):
-    """Run the download in the worker thread; expected errors are returned, not raised."""
-    try:
-        yield from iter_download(params, cancel)
-    except (PhoenixError, OSError) as err:
-        return Failed(err)
-    return None
 
 
 def _patterns(text: str) -> tuple[str, ...]:
@@ -183,7 +174,7 @@ class DownloadWidget(QWidget):
         except PhoenixError as err:
             return self._set_status(sentence(err), error=True)
         self._cancel, self.result, self.openable = threading.Event(), None, None
-        worker = thread_worker(_job, start_thread=False)(params, self._cancel)
+        worker = thread_worker(run_job, start_thread=False)(iter_download(params, self._cancel), (PhoenixError, OSError))
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.errored.connect(lambda err: self._set_status(f"Download failed: {sentence(err)}", error=True))

@@ -75,15 +75,16 @@ def browse_row(edit: QLineEdit, browse: Callable[[], None]) -> QHBoxLayout:
     return row
 
 
-def _run_job(events):
-    """Drain a job's events in the worker thread; a PhoenixError is returned, not raised.
+def run_job(events, expected: tuple[type[Exception], ...] = (PhoenixError,)):
+    """Drain a job's events in the worker thread; an ``expected`` error is returned as :class:`Failed`, not raised.
 
-    Returning it keeps expected errors (bad chunk id, full disk) out of napari's
-    traceback notifications: the panel shows them in its status line.
+    Returning it keeps expected errors (bad chunk id, full disk, a server that
+    refuses) out of napari's traceback notifications: the widget shows them in
+    its status line.
     """
     try:
         yield from events
-    except PhoenixError as err:
+    except expected as err:
         return Failed(err)
     return None
 
@@ -226,7 +227,7 @@ class ExportPanel(QGroupBox):
         except PhoenixError as err:
             return self._set_status(sentence(err), error=True)
         events = iter_split(params)  # a generator: nothing runs until the worker asks
-        worker = thread_worker(_run_job, start_thread=False)(events)
+        worker = thread_worker(run_job, start_thread=False)(events)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.errored.connect(lambda err: self._set_status(f"Export failed: {sentence(err)}", error=True))
