@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import sys
@@ -35,12 +36,13 @@ from bench_open_stack import update_section
 LOAD_AT_START = os.getloadavg()[0]
 
 
-def sources(folder: Path, height: int, width: int):
+def sources(folder: Path, height: int, width: int, phantom: dict | None = None):
     from napari_phoenix.core.phantom import make_phantom
     from napari_phoenix.core.segment import open_segment
     from napari_phoenix.core.train.dataset import Source
 
-    seg = open_segment(make_phantom(folder / "phantom", height=height, width=width, seed=11))
+    seg = open_segment(make_phantom(folder / "phantom", height=height, width=width, seed=11,
+                                    **(phantom or {})))
     data = np.asarray(seg.stack.data)
     label, ignore, mask = (seg.read(r) for r in ("label", "ignore", "mask"))
     half = width // 2
@@ -56,7 +58,7 @@ def run(args) -> dict:
     from napari_phoenix.core.train.loop import TrainConfig, iter_train
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
-    srcs = sources(work, args.height, args.width)
+    srcs = sources(work, args.height, args.width, json.loads(args.phantom))
     config = TrainConfig(out=str(work / "run"), model="demo", epochs=args.epochs, batch_size=args.batch,
                          lr=args.lr, val_chunks=("phantom_02",), device="cpu", augment=not args.no_augment,
                          cache="memory", seed=args.seed, precision=args.precision)  # fmt: skip
@@ -114,6 +116,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=7340043)
     ap.add_argument("--no-augment", action="store_true")
+    ap.add_argument("--phantom", default="{}", help="phantom parameters to change, as JSON")
     ap.add_argument("--precision", default="fp32",
                     help="fp32 (default): bf16 autocast training on the CPU gave NaN weight gradients now and then "
                          "(not reproducibly) in the 3-D convolutions")

@@ -29,7 +29,7 @@ def own_settings(tmp_path, monkeypatch):
 
 @pytest.fixture
 def segment(tmp_path):
-    return make_phantom(tmp_path / "seg", height=256, width=384, seed=1)
+    return make_phantom(tmp_path / "seg", height=256, width=448, seed=1)
 
 
 @pytest.fixture
@@ -176,7 +176,7 @@ def test_fine_tune_on_my_labels_predicts_the_visible_region(make_napari_viewer, 
     tuned = viewer.layers["seg prediction (fine-tuned)"]
     got = np.asarray(tuned.data)
     y0, y1, x0, x1 = bounds
-    inside = np.zeros((256, 384), bool)
+    inside = np.zeros((256, 448), bool)
     inside[y0 // 64 * 64 : y1, x0 // 64 * 64 : x1] = True  # the screen, its start on the 64 px grid
     assert got[inside].any() and not got[~inside].any()
     meta = tuned.metadata["phoenix"]
@@ -219,5 +219,5 @@ def test_errors_show_as_red_sentences(make_napari_viewer, qtbot, segment, tmp_pa
     viewer.add_labels(np.ones((50, 60), np.uint8), name="small")
     widget.combos["ink"].setCurrentText("small")
     qtbot.mouseClick(widget.start_button, Qt.MouseButton.LeftButton)
-    assert widget.worker is None and widget.status.text() == "Seg: the label is 60 x 50 px, the layers 384 x 256."
+    assert widget.worker is None and widget.status.text() == "Seg: the label is 60 x 50 px, the layers 448 x 256."
     assert "ff6060" in widget.status.styleSheet() and len(spy_train) == 1

@@ -6,10 +6,10 @@
 horizontal in front of the surface and vertical behind it; the surface drifts
 in depth, so the brightest layer changes smoothly across the image, and layers
 far from it are dark and noisy. Outside the ragged papyrus mask every layer is
-0. Ink is rows of pseudo-Greek letters that show only on ``ink_layers``, as a
-few percent of brightening and a smoother fibre texture fading in and out over
-depth: far below the texture's contrast on any one layer, but consistent over
-several. Layers are made one at a time in bands of rows, so memory is a few
+0. Ink is rows of pseudo-Greek letters lying on the papyrus surface (or on
+fixed ``ink_layers``), as some brightening and a smoother fibre texture fading
+in and out over about 5 layers: below the texture's contrast on any one layer,
+but consistent over several. Layers are made one at a time in bands of rows, so memory is a few
 full-size 2-D fields whatever the number of layers.
 """
 
@@ -30,10 +30,11 @@ from .atomic import atomic_path
 from .errors import LayerStackError
 from .progress import Progress
 
-PHANTOM_VERSION = 1
+PHANTOM_VERSION = 2  # 2: ink on the surface, stronger, larger letters
 _BAND = 512  # rows per band; fixed, as it is part of the noise stream
 _BASE, _PEAK = 0.14, 0.58  # brightness far from / at the papyrus surface (0..1)
 _TEXTURE, _NOISE = 0.22, 0.035  # fibre contrast (relative) and scanner noise (absolute)
+_INK_HALF_DEPTH = 2.5  # layers: surface ink fades out this far from its centre
 _LAYER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
@@ -52,15 +53,18 @@ class PhantomParams:
     seed : int
         Seed of every random choice (texture, mask, text, noise).
     ink_layers : tuple of int, optional
-        Layers that carry ink; default the 5 middle ones (8..12 of 21).
+        Layers that carry ink. Default: none fixed; the ink lies on the papyrus
+        surface wherever it drifts in depth, fading over about 5 layers around it
+        (as real ink does).
     ink_strength : float
-        Brightening of papyrus under full ink (0.05 = 5 %).
+        Brightening of papyrus under full ink (0.18 = 18 %).
     ink_smoothing : float
         Share of the fibre texture that full ink hides.
     glyph_height : int, optional
-        Letter height in px; default ``max(24, height // 20)``.
-    stroke_width : tuple of int
-        Range of pen widths in px (one per letter).
+        Letter height in px; default ``max(24, height // 12)``.
+    stroke_width : tuple of int, optional
+        Range of pen widths in px (one per letter); default from the letter height,
+        ``(max(2, gh // 12), max(3, gh // 5))``.
     text_lines : int, optional
         Lines per column; default (and at most) as many as fit.
     columns : int
@@ -75,10 +79,10 @@ class PhantomParams:
     dtype: str = "uint8"
     seed: int = 0
     ink_layers: tuple[int, ...] | None = None
-    ink_strength: float = 0.05
-    ink_smoothing: float = 0.4
+    ink_strength: float = 0.18
+    ink_smoothing: float = 0.8
     glyph_height: int | None = None
-    stroke_width: tuple[int, int] = (3, 8)
+    stroke_width: tuple[int, int] | None = None
     text_lines: int | None = None
     columns: int = 2
     uncertain_fraction: float = 0.06
@@ -111,6 +115,8 @@ class PhantomParams:
             if not (number and 0 <= value <= 1):
                 raise LayerStackError(f"{name} must be a number from 0 to 1, got {value!r}")
             fix(name, float(value))
+        if self.stroke_width is None:
+            return
         widths = tuple(self.stroke_width) if np.ndim(self.stroke_width) == 1 else ()
         if len(widths) != 2:
             raise LayerStackError(f"stroke_width must be (min, max) px, got {self.stroke_width!r}")
@@ -119,16 +125,14 @@ class PhantomParams:
             raise LayerStackError(f"stroke_width must be (min, max) with min <= max, got {lo, hi}")
         fix("stroke_width", (lo, hi))
 
-    def resolved_ink_layers(self) -> tuple[int, ...]:
-        """The ink layers, with the default (the 5 middle layers) filled in."""
-        if self.ink_layers is not None:
-            return self.ink_layers
-        mid = self.layers // 2
-        return tuple(range(max(0, mid - 2), min(self.layers, mid + 3)))
-
     def resolved_glyph_height(self) -> int:
-        """The letter height, with the default ``max(24, height // 20)`` filled in."""
-        return self.glyph_height or max(24, self.height // 20)
+        """The letter height, with the default ``max(24, height // 12)`` filled in."""
+        return self.glyph_height or max(24, self.height // 12)
+
+    def resolved_stroke_width(self) -> tuple[int, int]:
+        """The pen widths, with the default from the letter height filled in."""
+        gh = self.resolved_glyph_height()
+        return self.stroke_width or (max(2, gh // 12), max(3, gh // 5))
 
 
 def _integer(name: str, value, low: int) -> int:
@@ -242,8 +246,9 @@ def iter_phantom(
         yield Progress(z + 4, p.layers + 4, names[z], dest / "layers" / names[z])
     info = {"generator": "napari_phoenix.core.phantom", "phantom_version": PHANTOM_VERSION,
             "napari_phoenix_version": __version__, "seed": p.seed, "params": dataclasses.asdict(p),
-            "resolved": {"ink_layers": list(p.resolved_ink_layers()),
-                         "glyph_height": p.resolved_glyph_height()}}
+            "resolved": {"ink_layers": list(p.ink_layers) if p.ink_layers else "surface",
+                         "glyph_height": p.resolved_glyph_height(),
+                         "stroke_width": list(p.resolved_stroke_width())}}
     with atomic_path(dest / "phantom.json") as tmp:
         tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     yield Progress(p.layers + 4, p.layers + 4, "phantom.json", dest / "phantom.json")
@@ -409,7 +414,7 @@ def _letter(rng, p: PhantomParams, gh: int, at, alpha, label, ignore) -> None:
         u = np.asarray(stroke) + rng.normal(0, 0.025, (len(stroke), 2))
         xx = at[1] + gh * (sx * u[:, 0] + slant * (1 - u[:, 1]))
         strokes.append(np.stack([at[0] + gh * u[:, 1], xx], 1))
-    radius = rng.uniform(*p.stroke_width) / 2
+    radius = rng.uniform(*p.resolved_stroke_width()) / 2
     origin, dist = _distance(strokes, pad=int(radius) + 3)
     ink = np.clip(radius + 0.5 - dist, 0, 1)
     ink *= np.clip(0.85 + 0.15 * _smooth(rng, dist.shape, max(4.0, gh / 5)), 0.5, 1.0)  # patchy
@@ -470,13 +475,21 @@ def _fields(p: PhantomParams) -> dict[str, np.ndarray]:
             "th": th, "tv": tv, "depth": depth}
 
 
+def _surface_profile(dz: np.ndarray) -> np.ndarray:
+    """Ink weight over depth around the surface (``dz`` = layer - surface depth): 1 half a
+    layer in front of it, fading to 0 at 3 layers in front and 2 behind (5 layers carry it)."""
+    u = np.clip((dz + np.float32(0.5)) * np.float32(1 / _INK_HALF_DEPTH), -1, 1)
+    return np.square(np.cos(u * np.float32(np.pi / 2)))
+
+
 def _layers(p: PhantomParams, f: dict[str, np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(z, layer)`` one layer at a time, each made band by band."""
     h, w, m = p.height, p.width, _margin(p)
     top = 255 if p.dtype == "uint8" else 65535
-    ink = p.resolved_ink_layers()
-    profile = np.zeros(p.layers)  # ink fades in and out over depth
-    profile[list(ink)] = np.sin(np.pi * np.arange(1, len(ink) + 1) / (len(ink) + 1))
+    surface, profile = p.ink_layers is None, np.zeros(p.layers)  # ink fades in and out over depth
+    if not surface:
+        ink = p.ink_layers
+        profile[list(ink)] = np.sin(np.pi * np.arange(1, len(ink) + 1) / (len(ink) + 1))
     thick, centre = max(1.0, 0.12 * p.layers), (p.layers - 1) / 2
     for z in range(p.layers):
         rng, out = _rng(p, 1, z), np.empty((h, w), p.dtype)
@@ -488,8 +501,13 @@ def _layers(p: PhantomParams, f: dict[str, np.ndarray]) -> Iterator[tuple[int, n
             th = f["th"][m + shift + y0 : m + shift + y1]
             back = np.clip(dz * np.float32(0.25) + np.float32(0.5), 0, 1)  # 1: behind the surface
             tex = th + back * (f["tv"][y0:y1, m - shift : m - shift + w] - th)
-            if profile[z] > 0:  # ink: a little brighter, a little smoother
+            if surface:  # ink lies on the papyrus surface, wherever it drifts in depth
+                a = _surface_profile(dz) * f["alpha"][y0:y1] * np.float32(1 / 255)
+            elif profile[z] > 0:
                 a = f["alpha"][y0:y1] * np.float32(profile[z] / 255)
+            else:
+                a = None
+            if a is not None:  # ink: a little brighter, a little smoother
                 env *= 1 + p.ink_strength * a
                 tex *= 1 - p.ink_smoothing * a
             env *= 1 + _TEXTURE * tex

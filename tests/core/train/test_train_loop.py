@@ -45,6 +45,8 @@ def test_a_run_writes_checkpoints_logs_and_provenance(tmp_path):
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and {"iou", "iou_prize", "f1", "val_loss", "lr"} <= set(rows[0])
     assert rows[1]["lr"] < rows[0]["lr"]  # cosine schedule, stepped per epoch
+    for r in rows:  # throughput and the share of the training time spent waiting for the next batch
+        assert r["samples_per_s"] > 0 and 0 <= r["data_wait_share"] < 1
     info = read_model_info(run / "epoch-002.json")
     assert info["provenance"]["training_data"] == ["c1"] and info["provenance"]["epochs"] == 2
     assert "random 20 %" in info["provenance"]["validation"]
@@ -96,8 +98,8 @@ def test_toml_config_and_cli(tmp_path, capsys):
 
     seg = make_phantom(tmp_path / "seg", height=320, width=448, seed=2)
     cfg = tmp_path / "train.toml"
-    cfg.write_text(f'chunks = ["seg"]\nout = "run"\nmodel = "demo"\nepochs = 1\nsteps_per_epoch = 1\n'
-                   f'batch_size = 2\naugment = false\ndevice = "cpu"\nval_fraction = 0.2\n')  # fmt: skip
+    cfg.write_text('chunks = ["seg"]\nout = "run"\nmodel = "demo"\nepochs = 1\nsteps_per_epoch = 1\n'
+                   'batch_size = 2\naugment = false\ndevice = "cpu"\nval_fraction = 0.2\n')  # fmt: skip
     config = TrainConfig.from_toml(cfg)
     assert config.chunks == (str(seg),) and config.out == str(tmp_path / "run")
     assert main(["train", str(cfg)]) == 0

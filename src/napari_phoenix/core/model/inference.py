@@ -207,19 +207,25 @@ def inference_model(
         raise InferenceError("float16 autocast is for GPUs; on the CPU use 'bf16' or 'fp32'")
     model = model.to(device).eval()
     if options.channels_last:
-        _to_channels_last(model)
+        to_channels_last(model)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick its fastest kernels
     return InferenceModel(model, device, options)
 
 
-def _to_channels_last(model: nn.Module) -> None:
-    """NDHWC for 5-D weights (Conv3d), NHWC for 4-D ones (Conv2d); in place."""
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """NDHWC for 5-D weights (Conv3d), NHWC for 4-D ones (Conv2d), in place; returns ``model``.
+
+    oneDNN's fast layout for the UNETR's 3-D convolutions with few channels: on a
+    2-core CPU the demo network trains about 2x faster and infers 2x (demo) / 1.25x
+    (b3) faster. Values, keys and saved checkpoints are unchanged.
+    """
     for p in model.parameters():
         if p.ndim == 5:
             p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
         elif p.ndim == 4:
             p.data = p.data.contiguous(memory_format=torch.channels_last)
+    return model
 
 
 def _sync(device: torch.device) -> None:

@@ -142,10 +142,11 @@ class TrainConfig:
 def _model(config: TrainConfig, device: torch.device) -> torch.nn.Module:
     from ..model.checkpoint import load_model
     from ..model.config import ModelConfig
+    from ..model.inference import to_channels_last
     from ..model.network import InkNet
 
-    if config.init:
-        return load_model(config.init, device="cpu", trusted=config.trusted).to(device)
+    if config.init:  # channels-last 3-D convolutions: about 2x faster training on a CPU
+        return to_channels_last(load_model(config.init, device="cpu", trusted=config.trusted).to(device))
     if config.model == "demo":
         cfg = ModelConfig.demo()
     elif config.model in {f"b{i}" for i in range(6)}:
@@ -158,7 +159,7 @@ def _model(config: TrainConfig, device: torch.device) -> torch.nn.Module:
         from ..model.pretrained import load_pretrained_mit
 
         load_pretrained_mit(model, config.pretrained_mit)
-    return model.to(device)
+    return to_channels_last(model.to(device))
 
 
 def _autocast(device: torch.device, precision: str):
@@ -289,19 +290,24 @@ def iter_train(
             order = np.random.default_rng([config.seed, epoch]).permutation(len(train_p))[rank::world]
             batches = _batches(order, config.batch_size, config.steps_per_epoch)
             ddp_model.train()
-            losses, t0 = [], time.perf_counter()
+            losses, t0, waited, samples = [], time.perf_counter(), 0.0, 0
             first = state["step_in_epoch"]
             pending = pool.submit(load, batches[first]) if first < len(batches) else None
             for k in range(first, len(batches)):
-                x8, ink, keep = pending.result()
+                t_wait = time.perf_counter()
+                x8, ink, keep = pending.result()  # the time spent here is the time the device waits for data
+                waited += time.perf_counter() - t_wait
                 pending = pool.submit(load, batches[k + 1]) if k + 1 < len(batches) else None
-                x = x8.float() * scale
+                # to the device as uint8, then scaled and augmented there (on the GPU with the batch)
+                x = x8.to(device, non_blocking=True).float() * scale
+                ink, keep = ink.to(device, non_blocking=True), keep.to(device, non_blocking=True)
                 if config.augment:
                     x, ink, keep = augment_batch(x, ink, keep, aug_gen, PRIZE)
                 ink32, keep32 = ink, keep
                 if ink.shape[-1] != 32:
                     ink32, keep32 = ink[:, 2::4, 2::4], keep[:, 2::4, 2::4]  # augmented at 128: shrink as the prize
-                x, ink32, keep32 = x[:, None].to(device), ink32.to(device), keep32.to(device)
+                x = x[:, None].contiguous(memory_format=torch.channels_last_3d)
+                samples += len(x)
                 with _autocast(device, precision):
                     logits = ddp_model(x)
                 loss = prize_loss(logits, ink32, keep32)
@@ -330,10 +336,14 @@ def iter_train(
                         save_model(model, out / "last", provenance=_prov(config, sources, val_how, state, None))
                     yield Progress(done, total, "stopped; the run resumes from here", {"kind": "stopped"})
                     return
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            train_s = time.perf_counter() - t0
             val = _validate(ddp_model, model, reader, val_p, config, device, precision, scale)
             sched.step()
             row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                   **val, "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}  # fmt: skip
+                   **val, "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
+                   "samples_per_s": samples / max(train_s, 1e-9), "data_wait_share": waited / max(train_s, 1e-9)}  # fmt: skip
             state.update(epoch=epoch + 1, step_in_epoch=0)
             state["history"].append(row)
             best = val["iou"] > state["best_iou"]
@@ -365,7 +375,7 @@ def _validate(ddp_model, model, reader, val_p, config, device, precision, scale)
     with torch.no_grad():
         for i in range(0, len(idx_all), config.batch_size):
             idx = idx_all[i : i + config.batch_size]
-            x = torch.from_numpy(reader.read(val_p, idx)).float().mul_(scale)[:, None].to(device)
+            x = torch.from_numpy(reader.read(val_p, idx)).to(device).float().mul_(scale)[:, None]
             ink, keep = (torch.from_numpy(a).to(device) for a in val_p.targets(idx))
             with _autocast(device, precision):
                 logits = model(x)
