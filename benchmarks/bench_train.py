@@ -60,7 +60,8 @@ def run(args) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     srcs = sources(work, args.height, args.width, json.loads(args.phantom))
     config = TrainConfig(out=str(work / "run"), model="demo", epochs=args.epochs, batch_size=args.batch,
-                         lr=args.lr, val_chunks=("phantom_02",), device="cpu", augment=not args.no_augment,
+                         lr=args.lr, stride=args.stride, steps_per_epoch=args.steps_per_epoch,
+                         t_max=args.t_max or args.epochs, val_chunks=("phantom_02",), device="cpu", augment=not args.no_augment,
                          cache="memory", seed=args.seed, precision=args.precision)  # fmt: skip
     stop, t0, curve, steps, info = threading.Event(), time.perf_counter(), [], 0, {}
     for ev in iter_train(config, srcs, stop=stop):
@@ -90,10 +91,12 @@ def report(args, res: dict) -> str:
 Machine: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; Python {platform.python_version()},
 torch {torch.__version__}; {datetime.date.today().isoformat()}, load average {LOAD_AT_START:.2f} at start.
 Data: a phantom segment of {args.height:,} x {args.width:,} px (21 layers, seed 11) cut into two chunks;
-`phantom_01` trains ({res['info'].get('train', 0):,} patches by the prize's sampling), `phantom_02` is held out
-whole ({res['info'].get('val', 0):,} patches, every usable one). Network: the `demo` configuration of the prize
-architecture; prize recipe (loss, AdamW, cosine schedule, clipping, {'augmentations' if not args.no_augment else
-'no augmentations'}), batch {args.batch}, learning rate {args.lr:g}, {args.precision}; stopped after {args.minutes:g} minutes.
+`phantom_01` trains ({res['info'].get('train', 0):,} patches by the prize's sampling rules on a {args.stride} px grid;
+the prize: 64), `phantom_02` is held out whole ({res['info'].get('val', 0):,} patches on the prize's 64 px grid,
+every usable one). Network: the `demo` configuration of the prize architecture; prize recipe (loss, AdamW,
+clipping; cosine schedule over {args.t_max or args.epochs} epochs of {args.steps_per_epoch} steps), {'prize augmentations'
+if not args.no_augment else 'no augmentations'}, batch {args.batch}, learning rate {args.lr:g}, {args.precision};
+stopped after {args.minutes:g} minutes at the latest.
 {res['steps']:,} steps in {res['minutes']:.1f} minutes.
 
 | epoch | minutes | train loss | val loss | val IoU (kept) | val F1 | val IoU (prize-style) |
@@ -108,12 +111,15 @@ Best held-out IoU over kept pixels: **{best:.3f}** (goal >= 0.6 within 10 minute
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--height", type=int, default=768)
+    ap.add_argument("--height", type=int, default=1024)
     ap.add_argument("--width", type=int, default=1536)
-    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=9)
+    ap.add_argument("--steps-per-epoch", type=int, default=40, help="0: every training patch once an epoch")
+    ap.add_argument("--stride", type=int, default=16, help="grid step of the training patches (the prize: 64)")
+    ap.add_argument("--t-max", type=int, default=0, help="cosine schedule length in epochs (default: --epochs)")
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--seed", type=int, default=7340043)
     ap.add_argument("--no-augment", action="store_true")
     ap.add_argument("--phantom", default="{}", help="phantom parameters to change, as JSON")

@@ -52,13 +52,14 @@ def _open(viewer, segment):
     return widget
 
 
-def _set(widget, epochs=1, steps=1, batch_size=2, checkpoint=""):
+def _set(widget, epochs=1, steps=1, batch_size=2, checkpoint="", stride=64):
     widget.checkpoint_edit.setText(str(checkpoint))
     widget.model_combo.setCurrentText("demo")
     widget.augment_check.setChecked(False)
     widget.epochs_spin.setValue(epochs)
     widget.steps_spin.setValue(steps)
     widget.batch_spin.setValue(batch_size)
+    widget.stride_spin.setValue(stride)
     widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
 
 
@@ -75,7 +76,8 @@ def test_training_runs_live_on_a_snapshot_and_sets_the_current_model(make_napari
     widget = _open(viewer, segment)
     assert [widget.stack_combo.currentText(), *(c.currentText() for c in widget.combos.values())] == [
         "seg", "seg label", "seg ignore", "seg mask"]  # fmt: skip
-    _set(widget, epochs=2)
+    assert widget.stride_spin.value() == 64  # the prize's patch grid by default
+    _set(widget, epochs=2, stride=32)
     ink = viewer.layers["seg label"]
     before = ink.data.copy()
     ticks = []
@@ -96,6 +98,7 @@ def test_training_runs_live_on_a_snapshot_and_sets_the_current_model(make_napari
     assert ink.data[0:40, 0:40].all() and not before[0:40, 0:40].all()
     out = Path(call["config"].out)
     assert out.parent == segment / "runs" and call["config"].model == "demo" and call["config"].epochs == 2
+    assert call["config"].stride == 32
     for name in ("best.json", "epoch-001.json", "epoch-002.json", "state.pt", "log.csv"):
         assert (out / name).exists(), name
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -195,6 +195,9 @@ class TrainWidget(QWidget):
         self.steps_spin = QSpinBox(minimum=0, maximum=1_000_000, value=d["steps_per_epoch"], specialValueText="all")
         self.steps_spin.setToolTip("Batches per epoch; all: every training patch once")
         self.batch_spin = QSpinBox(minimum=1, maximum=4096, value=d["batch_size"])
+        self.stride_spin = QSpinBox(minimum=4, maximum=128, singleStep=4, value=d["stride"], suffix=" px")
+        self.stride_spin.setToolTip("Grid step of the training patches (the prize: 64). Smaller: more, "
+                                    "overlapping patches from few labels (multiples of 4)")
         self.first_spin = QSpinBox(minimum=0, maximum=10_000, value=d["first_layer"])
         self.first_spin.setToolTip("The network reads this layer and the 15 above it (the prize: 5, layers 5–20)")
         self.device_combo = QComboBox()
@@ -204,7 +207,8 @@ class TrainWidget(QWidget):
         self.out_edit = QLineEdit(placeholderText="empty: <segment>/runs/<date-time>")
         self.out_edit.setToolTip("Run folder: checkpoints, log, state. A stopped run there resumes")
         for label, w in (("Epochs", self.epochs_spin), ("Steps per epoch", self.steps_spin),
-                         ("Batch size", self.batch_spin), ("First layer", self.first_spin),
+                         ("Batch size", self.batch_spin), ("Patch stride", self.stride_spin),
+                         ("First layer", self.first_spin),
                          ("Device", self.device_combo), ("", self.augment_check)):  # fmt: skip
             form.addRow(label, w)
         form.addRow("Run folder", browse_row(self.out_edit, self._browse_out))
@@ -315,6 +319,7 @@ class TrainWidget(QWidget):
         fields = {"out": out, "model": self.model_combo.currentText(),
                   "init": self.checkpoint_edit.text().strip() or None, "epochs": self.epochs_spin.value(),
                   "steps_per_epoch": self.steps_spin.value(), "batch_size": self.batch_spin.value(),
+                  "stride": self.stride_spin.value() // 4 * 4,
                   "first_layer": self.first_spin.value(), "device": self.device_combo.currentData(),
                   "augment": self.augment_check.isChecked()}  # fmt: skip
         return TrainConfig(**{**fields, **changes})

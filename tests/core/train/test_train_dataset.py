@@ -33,15 +33,15 @@ def _chunk(name="c1", h=400, w=530, seed=0):
     return Source(name, stack, label, ignore, mask)
 
 
-def _oracle(src: Source):
+def _oracle(src: Source, stride: int = 64):
     """The prize's candidate rules, as a loop."""
     h, w = src.data.shape[1:]
     hp, wp = -(-h // 128) * 128, -(-w // 128) * 128
     pad = lambda a: np.pad(a, ((0, hp - h), (0, wp - w)))  # noqa: E731
     mask, ignore, label = pad(src.mask), pad(src.ignore), pad(src.label)
     out = {}
-    for y in range(0, hp - 127, 64):
-        for x in range(0, wp - 127, 64):
+    for y in range(0, hp - 127, stride):
+        for x in range(0, wp - 127, stride):
             if not mask[y : y + 128, x : x + 128].all():
                 continue
             keep = ~ignore[y : y + 128, x : x + 128][2::4, 2::4]
@@ -52,10 +52,11 @@ def _oracle(src: Source):
     return out
 
 
-def test_candidates_follow_the_prize_rules():
+@pytest.mark.parametrize("stride", [64, 16])
+def test_candidates_follow_the_prize_rules(stride):
     src = _chunk()
-    c = candidate_patches(src)
-    expected = _oracle(src)
+    c = candidate_patches(src, stride=stride)
+    expected = _oracle(src, stride)
     assert sorted(map(tuple, c.yx)) == sorted(expected)
     ink, keep = c.targets(np.arange(len(c)))
     for k, (y, x) in enumerate(map(tuple, c.yx)):
@@ -64,6 +65,15 @@ def test_candidates_follow_the_prize_rules():
         np.testing.assert_array_equal(keep[k], e_keep)
         assert c.ink_percent[k] == pct
     assert (c.ink_percent > 0).any() and (c.ink_percent == 0).any() and ((c.ink_percent > 0) & (c.ink_percent < 5)).any()
+
+
+def test_a_denser_grid_gives_more_patches_and_bad_strides_are_refused():
+    src = _chunk()
+    assert len(candidate_patches(src, stride=32)) > 2 * len(candidate_patches(src))
+    assert len(build_patches([src], seed=0, stride=32)) > len(build_patches([src], seed=0))
+    for bad in (0, 6, -4):
+        with pytest.raises(DatasetError, match="multiple of 4"):
+            candidate_patches(src, stride=bad)
 
 
 def test_ink_sampling():

@@ -92,6 +92,21 @@ def test_fine_tune_from_a_checkpoint_and_held_out_chunks(tmp_path):
               [_source(), _source("c2", seed=5)])  # fmt: skip
 
 
+def test_a_denser_patch_grid_trains_on_more_patches_and_validates_on_the_prize_grid(tmp_path):
+    sources = [_source(), _source("c2", seed=5)]
+    starts = {}
+    for stride in (64, 16):
+        events = iter_train(_config(tmp_path / str(stride), epochs=1, steps_per_epoch=1, stride=stride,
+                                    val_chunks=("c2",)), sources)  # fmt: skip
+        starts[stride] = next(events).result
+        events.close()
+    assert starts[16]["train"] > 4 * starts[64]["train"] and starts[16]["val"] == starts[64]["val"]
+    config = json.loads((tmp_path / "16" / "run" / "config.json").read_text())
+    assert config["config"]["stride"] == 16  # in the run's provenance
+    with pytest.raises(TrainError, match="multiple of 4"):
+        TrainConfig(stride=10)
+
+
 def test_toml_config_and_cli(tmp_path, capsys):
     from napari_phoenix.cli import main
     from napari_phoenix.core.phantom import make_phantom

@@ -109,8 +109,14 @@ class Patches:
                          ("source", "yx", "ink_percent", "label_bits", "keep_bits")))  # fmt: skip
 
 
-def candidate_patches(src: Source, index: int = 0) -> Patches:
-    """Every grid patch of a chunk that passes the mask and keep rules (before the ink sampling)."""
+def candidate_patches(src: Source, index: int = 0, stride: int = GRID) -> Patches:
+    """Every grid patch of a chunk that passes the mask and keep rules (before the ink sampling).
+
+    ``stride``: the grid step in px (the prize: 64), a multiple of 4 so that targets stay on
+    the ``4 i + 2`` pixels.
+    """
+    if stride < 4 or stride % 4:
+        raise DatasetError(f"the patch stride must be a positive multiple of 4 px; got {stride}")
     h, w = src.data.shape[1:]
     hp, wp = math.ceil(h / TILE) * TILE, math.ceil(w / TILE) * TILE
 
@@ -126,7 +132,7 @@ def candidate_patches(src: Source, index: int = 0) -> Patches:
     ignore = padded(src.ignore, fill=False) if src.ignore is not None else np.zeros((hp, wp), bool)
     ink = padded(src.label) & ~ignore
     keep = ~ignore
-    ys, xs = np.arange(0, hp - TILE + 1, GRID), np.arange(0, wp - TILE + 1, GRID)
+    ys, xs = np.arange(0, hp - TILE + 1, stride), np.arange(0, wp - TILE + 1, stride)
     # every mask pixel set: windowed "all" via a summed-area table
     sat = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     full = (sat[ys[:, None] + TILE, xs[None] + TILE] - sat[ys[:, None], xs[None] + TILE]
@@ -232,10 +238,10 @@ class PatchReader:
         return out
 
 
-def build_patches(sources: list[Source], seed: int) -> Patches:
-    """Candidates of every source, then the prize's ink sampling per source."""
+def build_patches(sources: list[Source], seed: int, stride: int = GRID) -> Patches:
+    """Candidates of every source on a ``stride`` px grid, then the prize's ink sampling per source."""
     rng = np.random.default_rng(seed)
-    parts = [sample_patches(candidate_patches(s, i), rng) for i, s in enumerate(sources)]
+    parts = [sample_patches(candidate_patches(s, i, stride), rng) for i, s in enumerate(sources)]
     if not parts or not sum(len(p) for p in parts):
         raise DatasetError("no patch passes the rules (full mask, >= 5 % kept, ink >= 5 % or none): "
                            "check the label, ignore and mask layers")  # fmt: skip
