@@ -33,6 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_open_stack import update_section
 
+from napari_phoenix.core.model.inference import synchronize
+
 LOAD_AT_START = os.getloadavg()[0]
 #: Options measured: name -> InferenceOptions fields.
 VARIANTS = {
@@ -83,23 +85,18 @@ def gpu_peak_tflops(name: str, precision: str) -> float | None:
     return None
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(fast, batch: int, device: torch.device, min_time: float, max_reps: int) -> dict:
     x = torch.rand((batch, 1, 16, 128, 128), generator=torch.Generator().manual_seed(batch)).to(device)
-    sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     fast(x)
-    sync(device)
+    synchronize(device)
     warm = time.perf_counter() - t0
     reps, t0 = 0, time.perf_counter()
     while reps < max_reps and (reps < 2 or time.perf_counter() - t0 < min_time):
         fast(x)
         reps += 1
-    sync(device)
+    synchronize(device)
     elapsed = time.perf_counter() - t0
     out = {"batch": batch, "reps": reps, "seconds": elapsed, "patches_per_s": batch * reps / elapsed,
            "first_forward_s": warm}

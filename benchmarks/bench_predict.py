@@ -131,7 +131,7 @@ def engine_overhead(args) -> dict:
 
 def real_model(args) -> dict:
     from napari_phoenix.core.model.config import ModelConfig
-    from napari_phoenix.core.model.inference import inference_model
+    from napari_phoenix.core.model.inference import inference_model, synchronize
     from napari_phoenix.core.model.network import InkNet
     from napari_phoenix.core.predict import PredictParams, iter_predict
 
@@ -154,14 +154,12 @@ def real_model(args) -> dict:
     patches = last.provenance["patches"]
     x = torch.rand((args.batch, 1, 16, 128, 128), device=device)
     fast(x)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     t0, done = time.perf_counter(), 0
     while done < patches:
         fast(x)
         done += args.batch
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     model_only = time.perf_counter() - t0
     return {"size": size, "patches": patches, "pipeline_s": pipeline, "model_only_s": model_only * patches / done,
             "batch": args.batch, "precision": fast.options.precision, "device": torch.cuda.get_device_name(device) if device.type == "cuda"

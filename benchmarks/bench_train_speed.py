@@ -42,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_open_stack import update_section
 from bench_train import sources
 
+from napari_phoenix.core.model.inference import synchronize
+
 LOAD_AT_START = os.getloadavg()[0]
 
 
@@ -81,17 +83,12 @@ def model_only(args, device: torch.device) -> dict:
 
     for _ in range(args.warmup):
         step()
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     for _ in range(args.steps):
         step()
-    _sync(device)
+    synchronize(device)
     return {"samples_per_s": args.steps * args.batch / (time.perf_counter() - t0), "precision": precision}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def augment_costs(args, device: torch.device, repeats: int = 5) -> dict:
@@ -108,10 +105,10 @@ def augment_costs(args, device: torch.device, repeats: int = 5) -> dict:
     augment_batch(xt, it, kt, gen, PRIZE)
     times = []
     for _ in range(repeats):
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         augment_batch(xt, it, kt, gen, PRIZE)
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     out = {"torch_ms": 1000 * float(np.median(times))}
     try:
@@ -138,7 +135,7 @@ def augment_costs(args, device: torch.device, repeats: int = 5) -> dict:
     for _ in range(repeats):
         t0 = time.perf_counter()
         albu()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     out["albumentations_ms"] = 1000 * float(np.median(times))
     return out

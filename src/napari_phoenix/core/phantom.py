@@ -115,15 +115,14 @@ class PhantomParams:
             if not (number and 0 <= value <= 1):
                 raise LayerStackError(f"{name} must be a number from 0 to 1, got {value!r}")
             fix(name, float(value))
-        if self.stroke_width is None:
-            return
-        widths = tuple(self.stroke_width) if np.ndim(self.stroke_width) == 1 else ()
-        if len(widths) != 2:
-            raise LayerStackError(f"stroke_width must be (min, max) px, got {self.stroke_width!r}")
-        lo, hi = (_integer("stroke_width", v, 1) for v in widths)
-        if lo > hi:
-            raise LayerStackError(f"stroke_width must be (min, max) with min <= max, got {lo, hi}")
-        fix("stroke_width", (lo, hi))
+        if self.stroke_width is not None:
+            widths = tuple(self.stroke_width) if np.ndim(self.stroke_width) == 1 else ()
+            if len(widths) != 2:
+                raise LayerStackError(f"stroke_width must be (min, max) px, got {self.stroke_width!r}")
+            lo, hi = (_integer("stroke_width", v, 1) for v in widths)
+            if lo > hi:
+                raise LayerStackError(f"stroke_width must be (min, max) with min <= max, got {lo, hi}")
+            fix("stroke_width", (lo, hi))
 
     def resolved_glyph_height(self) -> int:
         """The letter height, with the default ``max(24, height // 12)`` filled in."""

@@ -228,7 +228,8 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA); a no-op on the CPU. For timing."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -244,11 +245,11 @@ def _timed_modules(model: nn.Module, names: dict[str, tuple[str, ...]], device: 
                 continue
 
             def pre(_m, _i, key=(label, name)):
-                _sync(device)
+                synchronize(device)
                 started[key] = time.perf_counter()
 
             def post(_m, _i, _o, key=(label, name)):
-                _sync(device)
+                synchronize(device)
                 totals[key[0]] += time.perf_counter() - started.pop(key)
 
             handles += [modules[name].register_forward_pre_hook(pre), modules[name].register_forward_hook(post)]
@@ -286,11 +287,11 @@ def profile_split(
     eager = InferenceModel(fast.module, fast.device, InferenceOptions(**{**fast.options.to_dict(), "compile": False}))
     eager(batch)
     with _timed_modules(fast.module, split or SPLIT, fast.device) as totals:
-        _sync(fast.device)
+        synchronize(fast.device)
         t0 = time.perf_counter()
         for _ in range(repeats):
             eager(batch)
-        _sync(fast.device)
+        synchronize(fast.device)
         total = (time.perf_counter() - t0) / repeats
     out = {k: v / repeats for k, v in totals.items()}
     out["other"] = max(0.0, total - sum(out.values()))

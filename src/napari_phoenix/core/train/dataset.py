@@ -109,14 +109,19 @@ class Patches:
                          ("source", "yx", "ink_percent", "label_bits", "keep_bits")))  # fmt: skip
 
 
+def check_stride(stride: int) -> None:
+    """Refuse a patch grid step that is not a positive multiple of 4 px (targets sit on ``4 i + 2``)."""
+    if stride < 4 or stride % 4:
+        raise DatasetError(f"the patch stride must be a positive multiple of 4 px (the prize: 64); got {stride}")
+
+
 def candidate_patches(src: Source, index: int = 0, stride: int = GRID) -> Patches:
     """Every grid patch of a chunk that passes the mask and keep rules (before the ink sampling).
 
     ``stride``: the grid step in px (the prize: 64), a multiple of 4 so that targets stay on
     the ``4 i + 2`` pixels.
     """
-    if stride < 4 or stride % 4:
-        raise DatasetError(f"the patch stride must be a positive multiple of 4 px; got {stride}")
+    check_stride(stride)
     h, w = src.data.shape[1:]
     hp, wp = math.ceil(h / TILE) * TILE, math.ceil(w / TILE) * TILE
 

@@ -30,8 +30,10 @@ import torch
 from ..._version import __version__
 from ..atomic import atomic_path
 from ..errors import PhoenixError
+from ..model.inference import synchronize, to_channels_last
 from ..progress import Progress
-from .dataset import PatchReader, Source, build_patches, candidate_patches, source_from_folder, split_validation
+from .dataset import (DatasetError, PatchReader, Source, build_patches, candidate_patches, check_stride,
+                      source_from_folder, split_validation)
 from .metrics import Counts, prize_loss
 
 STATE = "state.pt"
@@ -115,8 +117,10 @@ class TrainConfig:
             raise TrainError("epochs and batch_size must be at least 1")
         if not 0 < self.val_fraction < 1 and not self.val_chunks:
             raise TrainError(f"val_fraction must be between 0 and 1; got {self.val_fraction}")
-        if self.stride < 4 or self.stride % 4:
-            raise TrainError(f"stride must be a positive multiple of 4 px (the prize: 64); got {self.stride}")
+        try:
+            check_stride(self.stride)
+        except DatasetError as err:
+            raise TrainError(str(err)) from None
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise TrainError(f"precision must be auto, fp32, bf16 or fp16; got {self.precision!r}")
 
@@ -149,7 +153,6 @@ class TrainConfig:
 def _model(config: TrainConfig, device: torch.device) -> torch.nn.Module:
     from ..model.checkpoint import load_model
     from ..model.config import ModelConfig
-    from ..model.inference import to_channels_last
     from ..model.network import InkNet
 
     if config.init:  # channels-last 3-D convolutions: about 2x faster training on a CPU
@@ -344,8 +347,7 @@ def iter_train(
                         save_model(model, out / "last", provenance=_prov(config, sources, val_how, state, None))
                     yield Progress(done, total, "stopped; the run resumes from here", {"kind": "stopped"})
                     return
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            synchronize(device)
             train_s = time.perf_counter() - t0
             val = _validate(ddp_model, model, reader, val_p, config, device, precision, scale)
             sched.step()
