@@ -288,3 +288,24 @@ def test_regions_as_tasks_on_a_local_cluster(tmp_path):
         for w in (0, 1):
             np.testing.assert_allclose(np.asarray(pred.windows[w]), local.windows[w], rtol=1e-5, atol=1e-6)
     assert zarr.open_group(str(tmp_path / "c.zarr"), mode="r").attrs["phoenix"]["complete"] is True
+
+
+def test_the_cpu_and_gpu_tile_gathers_cut_the_same_tiles():
+    """A CPU cuts tiles by slicing, a GPU by one indexing kernel: both give the tiles at (i * step, j * step)."""
+    from types import SimpleNamespace
+
+    from napari_phoenix.core.predict import _Engine
+
+    data = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (18, 300, 420), dtype=np.uint8))
+    have, step = [1, 2, 3], 32
+    tiles = data[1:4].unfold(1, 128, step).unfold(2, 128, step)
+    bi, bj = torch.tensor([0, 5, 2, 5]), torch.tensor([9, 0, 4, 3])
+    engine = _Engine.__new__(_Engine)
+    engine.torch = torch
+    cut = {}
+    for kind in ("cpu", "cuda"):
+        engine.device = SimpleNamespace(type=kind)
+        cut[kind] = engine._gather(data, tiles, have, bi, bj, step)
+    for n, (i, j) in enumerate(zip(bi.tolist(), bj.tolist(), strict=True)):
+        assert torch.equal(cut["cpu"][n], data[1:4, i * step : i * step + 128, j * step : j * step + 128])
+    assert torch.equal(cut["cpu"], cut["cuda"])
