@@ -290,22 +290,31 @@ def test_regions_as_tasks_on_a_local_cluster(tmp_path):
     assert zarr.open_group(str(tmp_path / "c.zarr"), mode="r").attrs["phoenix"]["complete"] is True
 
 
-def test_the_cpu_and_gpu_tile_gathers_cut_the_same_tiles():
-    """A CPU cuts tiles by slicing, a GPU by one indexing kernel: both give the tiles at (i * step, j * step)."""
+@pytest.mark.parametrize("tta", [0, 1, 2, 3])
+def test_the_cpu_and_gpu_batch_builders_make_the_same_input(tta):
+    """A CPU cuts each TTA variant from a turned copy of the block, a GPU flips gathered tiles: same input."""
     from types import SimpleNamespace
 
     from napari_phoenix.core.predict import _Engine
+    from napari_phoenix.core.tiling import TTA_VARIANTS
 
     data = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (18, 300, 420), dtype=np.uint8))
-    have, step = [1, 2, 3], 32
-    tiles = data[1:4].unfold(1, 128, step).unfold(2, 128, step)
+    lay, step = slice(1, 15), 32  # 14 layers: the deep padding must stay 0
     bi, bj = torch.tensor([0, 5, 2, 5]), torch.tensor([9, 0, 4, 3])
-    engine = _Engine.__new__(_Engine)
-    engine.torch = torch
-    cut = {}
-    for kind in ("cpu", "cuda"):
-        engine.device = SimpleNamespace(type=kind)
-        cut[kind] = engine._gather(data, tiles, have, bi, bj, step)
-    for n, (i, j) in enumerate(zip(bi.tolist(), bj.tolist(), strict=True)):
-        assert torch.equal(cut["cpu"][n], data[1:4, i * step : i * step + 128, j * step : j * step + 128])
-    assert torch.equal(cut["cpu"], cut["cuda"])
+    made = []
+    for path in ("cpu", "gpu"):
+        engine = _Engine.__new__(_Engine)
+        engine.torch, engine.device, engine._f32 = torch, torch.device("cpu"), None
+        engine.params, engine.scale = SimpleNamespace(tta=tta), torch.tensor(1 / 255, dtype=torch.float32)
+        if path == "cpu":
+            turned = [TTA_VARIANTS[k](data).contiguous() for k in range(tta + 1)]
+            made.append(engine._batch_cpu(turned, lay, bi, bj, step, 14).clone())
+        else:
+            tiles = data[lay].unfold(1, 128, step).unfold(2, 128, step)
+            made.append(engine._batch(tiles[:, bi, bj].transpose(0, 1), 14).clone())
+    assert made[0].shape == (4 * (tta + 1), 1, 16, 128, 128)
+    assert torch.equal(made[0], made[1]) and not made[0][:, :, 14:].any()
+    i, j = 5, 3  # the fourth tile, as the prize cuts and scales it
+    tile = data[lay, i * step : i * step + 128, j * step : j * step + 128].float() * np.float32(1 / 255)
+    for k in range(tta + 1):
+        assert torch.equal(made[0][k * 4 + 3, 0, :14], TTA_VARIANTS[k](tile))
