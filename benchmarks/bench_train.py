@@ -65,7 +65,7 @@ def run(args) -> dict:
     config = TrainConfig(out=str(work / "run"), model="demo", epochs=args.epochs, batch_size=args.batch,
                          lr=args.lr, stride=args.stride, steps_per_epoch=args.steps_per_epoch,
                          t_max=args.t_max or args.epochs, val_chunks=("phantom_02",), device="cpu", augment=args.augment,
-                         cache="memory", seed=args.seed, precision=args.precision)  # fmt: skip
+                         cache="memory", seed=args.seed, precision=args.precision, ema=args.ema)  # fmt: skip
     stop, t0, curve, steps, info = threading.Event(), time.perf_counter(), [], 0, {}
     for ev in iter_train(config, srcs, stop=stop):
         r = ev.result or {}
@@ -127,6 +127,7 @@ def main() -> None:
     ap.add_argument("--augment", action="store_true",
                     help="the prize's augmentations (off by default: with them the demo network stays at the ink "
                          "prior for the whole 10 minutes)")
+    ap.add_argument("--ema", type=float, default=0.0, help="decay of the weights' moving average (0: off)")
     ap.add_argument("--phantom", default="{}", help="phantom parameters to change, as JSON")
     ap.add_argument("--precision", default="fp32",
                     help="fp32 (default): bf16 autocast training on the CPU gave NaN weight gradients now and then "
