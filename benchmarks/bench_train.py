@@ -7,7 +7,8 @@ configuration of the prize architecture trains with the prize's loss, AdamW, cli
 schedule; what differs from the prize is chosen for ten CPU minutes: the training patches come
 from a 16 px grid (``--stride``; the prize: 64), the cosine runs over ``--epochs`` epochs of
 ``--steps-per-epoch`` steps, batch 4, learning rate 1e-2, fp32, no augmentations
-(``--augment`` turns the prize's on). The run stops cleanly after ``--minutes`` (after the
+(``--augment`` turns the prize's on), and the validated and saved weights are a moving
+average of the trained ones (``--ema 0.99``; 0: the last step's, as the prize). The run stops cleanly after ``--minutes`` (after the
 current step, then validates) or when the epochs are done. The goal (issue 6): IoU >= 0.6 on the
 held-out chunk. The learning curve (per-epoch training loss and validation IoU) goes between the
 ``bench_train`` markers of ``docs/benchmarks.md``.
@@ -79,7 +80,9 @@ def run(args) -> dict:
             print(curve[-1], flush=True)
         if time.perf_counter() - t0 > args.minutes * 60:
             stop.set()
-    return {"curve": curve, "steps": steps, "minutes": (time.perf_counter() - t0) / 60, "info": info, "config": config}
+    made = json.loads((work / "phantom" / "phantom.json").read_text())
+    return {"curve": curve, "steps": steps, "minutes": (time.perf_counter() - t0) / 60, "info": info, "config": config,
+            "phantom": {**made["resolved"], "version": made["phantom_version"]}}  # fmt: skip
 
 
 def report(args, res: dict) -> str:
@@ -98,7 +101,9 @@ Data: a phantom segment of {args.height:,} x {args.width:,} px (21 layers, seed 
 the prize: 64), `phantom_02` is held out whole ({res['info'].get('val', 0):,} patches on the prize's 64 px grid,
 every usable one). Network: the `demo` configuration of the prize architecture; prize recipe (loss, AdamW,
 clipping; cosine schedule over {args.t_max or args.epochs} epochs of {args.steps_per_epoch} steps), {'prize augmentations'
-if args.augment else 'no augmentations'}, batch {args.batch}, learning rate {args.lr:g}, {args.precision};
+if args.augment else 'no augmentations'}, batch {args.batch}, learning rate {args.lr:g}, {args.precision},
+{f'weights averaged (decay {args.ema:g} a step)' if args.ema else 'no weight averaging'}; phantom version {res['phantom']['version']}
+(letters {res['phantom']['glyph_height']} px tall, pens {res['phantom']['stroke_width'][0]}-{res['phantom']['stroke_width'][1]} px wide);
 stopped after {args.minutes:g} minutes at the latest.
 {res['steps']:,} steps in {res['minutes']:.1f} minutes.
 
@@ -127,7 +132,7 @@ def main() -> None:
     ap.add_argument("--augment", action="store_true",
                     help="the prize's augmentations (off by default: with them the demo network stays at the ink "
                          "prior for the whole 10 minutes)")
-    ap.add_argument("--ema", type=float, default=0.0, help="decay of the weights' moving average (0: off)")
+    ap.add_argument("--ema", type=float, default=0.99, help="decay of the weights' moving average (0: off)")
     ap.add_argument("--phantom", default="{}", help="phantom parameters to change, as JSON")
     ap.add_argument("--precision", default="fp32",
                     help="fp32 (default): bf16 autocast training on the CPU gave NaN weight gradients now and then "

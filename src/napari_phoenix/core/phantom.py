@@ -30,7 +30,7 @@ from .atomic import atomic_path
 from .errors import LayerStackError
 from .progress import Progress
 
-PHANTOM_VERSION = 2  # 2: ink on the surface, stronger, larger letters
+PHANTOM_VERSION = 3  # 2: ink on the surface, stronger, larger letters; 3: letters and pen widths of real labels
 _BAND = 512  # rows per band; fixed, as it is part of the noise stream
 _BASE, _PEAK = 0.14, 0.58  # brightness far from / at the papyrus surface (0..1)
 _TEXTURE, _NOISE = 0.22, 0.035  # fibre contrast (relative) and scanner noise (absolute)
@@ -61,10 +61,14 @@ class PhantomParams:
     ink_smoothing : float
         Share of the fibre texture that full ink hides.
     glyph_height : int, optional
-        Letter height in px; default ``max(24, height // 12)``.
+        Letter height in px; default ``max(24, height // 8)`` (128 px for the
+        bundled 1,024 px segment).
     stroke_width : tuple of int, optional
         Range of pen widths in px (one per letter); default from the letter height,
-        ``(max(2, gh // 12), max(3, gh // 5))``.
+        ``(max(2, gh // 8), max(3, gh // 4))``: 16-32 px for 128 px letters, the
+        widths of the prize's real labels (the median width along the strokes
+        of each of its 31 labelled chunks is 21-60 px, 21-43 px in those of the
+        final model's segment).
     text_lines : int, optional
         Lines per column; default (and at most) as many as fit.
     columns : int
@@ -125,13 +129,13 @@ class PhantomParams:
             fix("stroke_width", (lo, hi))
 
     def resolved_glyph_height(self) -> int:
-        """The letter height, with the default ``max(24, height // 12)`` filled in."""
-        return self.glyph_height or max(24, self.height // 12)
+        """The letter height, with the default ``max(24, height // 8)`` filled in."""
+        return self.glyph_height or max(24, self.height // 8)
 
     def resolved_stroke_width(self) -> tuple[int, int]:
         """The pen widths, with the default from the letter height filled in."""
         gh = self.resolved_glyph_height()
-        return self.stroke_width or (max(2, gh // 12), max(3, gh // 5))
+        return self.stroke_width or (max(2, gh // 8), max(3, gh // 4))
 
 
 def _integer(name: str, value, low: int) -> int:
