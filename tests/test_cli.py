@@ -15,7 +15,7 @@ from napari_phoenix.cli import main
 def test_demo_writes_layer_images_headless(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--viewer", "no"]) == 0
+    assert main(["demo", "--out", str(out), "--viewer", "no", "--train-steps", "0"]) == 0
     printed = capsys.readouterr().out
     previews = out / "previews"
     assert str(previews) in printed
@@ -28,8 +28,36 @@ def test_demo_writes_layer_images_headless(tmp_path, capsys, monkeypatch):
     assert (out / "sample-segment-uint8" / "layers" / "20.tif").is_file()
     # a second run reuses the segment instead of regenerating it
     mtime = (out / "sample-segment-uint8" / "layers" / "00.tif").stat().st_mtime_ns
-    assert main(["demo", "--out", str(out), "--viewer", "no"]) == 0
+    assert main(["demo", "--out", str(out), "--viewer", "no", "--train-steps", "0"]) == 0
     assert (out / "sample-segment-uint8" / "layers" / "00.tif").stat().st_mtime_ns == mtime
+    assert not (out / "run").exists() and not (out / "prediction.zarr").exists()  # 0 steps: no training
+
+
+def test_demo_trains_the_demo_network_and_predicts_the_segment(tmp_path, capsys, monkeypatch, make_napari_viewer):
+    import zarr
+
+    from napari_phoenix.cli import demo_viewer
+    from napari_phoenix.core.model.checkpoint import read_model_info
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--viewer", "no", "--train-steps", "3", "--stride", "1",
+                 "--device", "cpu"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "best validation IoU" in printed and str(out / "prediction.zarr") in printed
+    info = read_model_info(out / "run" / "best.json")
+    assert info["provenance"]["train_config"]["stride"] == 16 and info["provenance"]["train_config"]["lr"] == 1e-2
+    store = zarr.open_group(str(out / "prediction.zarr"), mode="r")
+    composite = np.asarray(store["composite"])
+    assert composite.shape == (1024, 1536) and composite.max() > 0  # predicted inside the papyrus
+    settings = store.attrs["phoenix"]["settings"]
+    assert settings["windows"] == [5] and settings["stride"] == 1 and settings["tta"] == 0
+    png = np.asarray(Image.open(out / "previews" / "prediction.png"))
+    assert png.shape == (1024, 1536) and png.max() > 0
+    viewer = demo_viewer(out / "sample-segment-uint8", out / "prediction.zarr", make_napari_viewer())
+    assert [ly.name for ly in viewer.layers][-1] == "prediction"  # over the segment's layers
+    shown = viewer.layers["prediction"]
+    assert shown.data.shape == (1024, 1536) and shown.metadata["phoenix"]["settings"]["stride"] == 1
 
 
 def test_info_describes_a_segment(write_stack, write_png, capsys):

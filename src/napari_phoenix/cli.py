@@ -39,16 +39,57 @@ def cmd_demo(args) -> int:
     print(f"sample segment: {seg_dir} ({z} layers of {w} x {h} px, {segment.stack.dtype})")
     written = _drain(iter_previews(segment, out / "previews"), "previews")
     print(f"wrote {len(written)} images of the layers and masks to {out / 'previews'}")
+    prediction = _demo_train_and_predict(seg_dir, out, args) if args.train_steps > 0 else None
     if args.viewer == "yes" or (args.viewer == "auto" and _has_display()):
         import napari
 
-        from ._napari.viewer import show_segment
-
-        show_segment(seg_dir)
+        demo_viewer(seg_dir, prediction)
         napari.run()
     else:
         print("no display: not opening napari (use --viewer yes to force it)")
     return 0
+
+
+def demo_viewer(seg_dir: Path, prediction: Path | None, viewer=None):
+    """napari showing the sample segment and, when there is one, the demo's prediction over it."""
+    from ._napari.viewer import show_segment
+
+    viewer = show_segment(seg_dir, viewer)
+    if prediction is not None:
+        import zarr
+
+        group = zarr.open_group(str(prediction), mode="r")
+        viewer.add_image(group["composite"], name="prediction", colormap="inferno", blending="additive",
+                         opacity=0.7, contrast_limits=(0, 1), metadata={"phoenix": dict(group.attrs["phoenix"])})
+    return viewer
+
+
+def _demo_train_and_predict(seg_dir: Path, out: Path, args) -> Path:
+    """Train the demo network on the sample segment (the recipe of ``benchmarks/bench_train.py``),
+    predict the segment with its best weights; return the prediction store."""
+    from .core.model.checkpoint import load_model
+    from .core.overlay import overlay_png
+    from .core.predict import PredictParams, iter_predict
+    from .core.train.loop import TrainConfig, iter_train
+
+    per_epoch = min(80, args.train_steps)
+    epochs = -(-args.train_steps // per_epoch)
+    config = TrainConfig(chunks=(str(seg_dir),), out=str(out / "run"), model="demo", epochs=epochs,
+                         steps_per_epoch=per_epoch, stride=16, batch_size=4, lr=1e-2, t_max=epochs, augment=False,
+                         precision="fp32", device=args.device, cache="memory")  # fmt: skip
+    print(f"training the demo network on the sample segment: {epochs} x {per_epoch} steps of 4 patches "
+          f"(on a CPU about a minute per 80 steps); the run is in {config.out}")
+    done = _drain(iter_train(config), "training")[-1]
+    print(f"best validation IoU {done['best_iou']:.3f} (random 5 % of the patches)")
+    segment_stack, mask, prov = open_for_inference(str(seg_dir), None, False)
+    store = out / "prediction.zarr"
+    params = PredictParams(windows=(config.first_layer,), stride=args.stride, tta=0, device=args.device,
+                           out=str(store), overwrite=True)  # fmt: skip
+    result = _drain(iter_predict(segment_stack, load_model(Path(config.out) / "best.json"), params, mask,
+                                 provenance=prov), "prediction")[-1]  # fmt: skip
+    png = overlay_png(result.composite, out / "previews" / "prediction.png")
+    print(f"wrote the ink prediction to {store} and {png}")
+    return store
 
 
 def cmd_phantom(args) -> int:
@@ -291,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="phoenix-demo", help="output folder (default: ./phoenix-demo)")
     demo.add_argument("--dtype", choices=["uint8", "uint16"], default="uint8")
     demo.add_argument("--viewer", choices=["auto", "yes", "no"], default="auto")
+    demo.add_argument("--train-steps", type=int, default=400,
+                      help="train the demo network this many steps, then predict the segment (0: skip both)")
+    demo.add_argument("--stride", type=int, default=2, help="prediction stride (tiles overlap by 1 - 1/stride)")
+    demo.add_argument("--device", default="auto")
     demo.set_defaults(func=cmd_demo)
 
     ph = sub.add_parser("phantom", help="write a synthetic scroll segment in the real layout")

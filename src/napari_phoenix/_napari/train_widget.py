@@ -25,7 +25,6 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -199,10 +198,6 @@ class TrainWidget(QWidget):
         self.stride_spin = QSpinBox(minimum=4, maximum=128, singleStep=4, value=d["stride"], suffix=" px")
         self.stride_spin.setToolTip("Grid step of the training patches (the prize: 64). Smaller: more, "
                                     "overlapping patches from few labels (multiples of 4)")
-        self.ema_spin = QDoubleSpinBox(minimum=0.0, maximum=0.9999, singleStep=0.01, decimals=4, value=d["ema"],
-                                       specialValueText="off")  # fmt: skip
-        self.ema_spin.setToolTip("Keep a moving average of the weights (decay per step, e.g. 0.99): it validates "
-                                 "and is saved; steadier than the last step's weights. Off: as the prize")
         self.first_spin = QSpinBox(minimum=0, maximum=10_000, value=d["first_layer"])
         self.first_spin.setToolTip("The network reads this layer and the 15 above it (the prize: 5, layers 5–20)")
         self.device_combo = QComboBox()
@@ -213,7 +208,6 @@ class TrainWidget(QWidget):
         self.out_edit.setToolTip("Run folder: checkpoints, log, state. A stopped run there resumes")
         for label, w in (("Epochs", self.epochs_spin), ("Steps per epoch", self.steps_spin),
                          ("Batch size", self.batch_spin), ("Patch stride", self.stride_spin),
-                         ("Weight averaging", self.ema_spin),
                          ("First layer", self.first_spin),
                          ("Device", self.device_combo), ("", self.augment_check)):  # fmt: skip
             form.addRow(label, w)
@@ -325,7 +319,7 @@ class TrainWidget(QWidget):
         fields = {"out": out, "model": self.model_combo.currentText(),
                   "init": self.checkpoint_edit.text().strip() or None, "epochs": self.epochs_spin.value(),
                   "steps_per_epoch": self.steps_spin.value(), "batch_size": self.batch_spin.value(),
-                  "stride": self.stride_spin.value() // 4 * 4, "ema": self.ema_spin.value(),
+                  "stride": self.stride_spin.value() // 4 * 4,
                   "first_layer": self.first_spin.value(), "device": self.device_combo.currentData(),
                   "augment": self.augment_check.isChecked()}  # fmt: skip
         return TrainConfig(**{**fields, **changes})

@@ -387,7 +387,7 @@ def _text(p: PhantomParams, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     rng, (h, w), gh = _rng(p, 3), mask.shape, p.resolved_glyph_height()
     alpha = np.zeros((h, w), np.uint8)
     label, ignore = np.zeros((h, w), bool), np.zeros((h, w), bool)
-    pitch, advance, gutter = round(1.8 * gh), 0.8 * gh, 4 * gh
+    pitch, advance, gutter = round(1.8 * gh), 0.8 * gh, 1.5 * gh
     top, bottom = round(0.2 * h), round(0.8 * h) - gh
     n_lines = (bottom - top) // pitch + 1 if bottom >= top else 0
     n_lines = n_lines if p.text_lines is None else min(n_lines, p.text_lines)

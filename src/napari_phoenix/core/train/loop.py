@@ -78,10 +78,6 @@ class TrainConfig:
         scaling; fp32 on the CPU), ``"fp32"``, ``"bf16"``, ``"fp16"``.
     augment : bool
         The prize's augmentations on the training batches.
-    ema : float
-        Decay per step of an exponential moving average of the weights (and
-        the BatchNorm statistics), e.g. 0.99; 0: off (the prize). When on,
-        validation and the saved models use the averaged weights.
     seed : int
     device : str
     cache : str
@@ -109,7 +105,6 @@ class TrainConfig:
     grad_clip: float = 1.0
     precision: str = "auto"
     augment: bool = True
-    ema: float = 0.0
     seed: int = 7340043
     device: str = "auto"
     cache: str = "none"
@@ -126,8 +121,6 @@ class TrainConfig:
             check_stride(self.stride)
         except DatasetError as err:
             raise TrainError(str(err)) from None
-        if not 0.0 <= self.ema < 1.0:
-            raise TrainError(f"ema must be in [0, 1) (0: off); got {self.ema}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise TrainError(f"precision must be auto, fp32, bf16 or fp16; got {self.precision!r}")
 
@@ -267,25 +260,17 @@ def iter_train(
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.t_max, eta_min=config.eta_min)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    ema = None
-    if config.ema:  # torch's own weight averaging; a copy of the model that follows it step by step
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
-    kept = ema.module if ema is not None else model  # validated and saved
     aug_gen = torch.Generator().manual_seed(config.seed + rank)
     state = {"epoch": 0, "step_in_epoch": 0, "best_iou": -1.0, "history": []}
     if (out / STATE).exists():
         saved = torch.load(out / STATE, map_location="cpu", weights_only=True)
-        before = {"stride": 64, "ema": 0.0, **saved.get("config", {})}  # older runs: a 64 px grid, no averaging
+        before = {"stride": 64, **saved.get("config", {})}  # runs from before the stride setting used 64
         if before != json.loads(json.dumps(_resume_key(config))):
             raise TrainError(f"{out} holds a run with other settings; choose another out folder")
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
-        if ema is not None:
-            ema.load_state_dict(saved["ema"])
         aug_gen.set_state(saved["aug_rng"])
         torch.set_rng_state(saved["torch_rng"])
         state = {k: saved[k] for k in ("epoch", "step_in_epoch", "best_iou", "history")}
@@ -349,8 +334,6 @@ def iter_train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 scaler.step(opt)
                 scaler.update()
-                if ema is not None:
-                    ema.update_parameters(model)
                 losses.append(float(loss.detach()))
                 state["step_in_epoch"] = k + 1
                 done = epoch * steps + k + 1
@@ -360,13 +343,13 @@ def iter_train(
                                "lr": opt.param_groups[0]["lr"], "steps_per_s": rate})  # fmt: skip
                 if stop is not None and stop.is_set() and k + 1 < len(batches):
                     if rank == 0:
-                        _save_state(out, model, opt, sched, scaler, aug_gen, state, config, ema)
-                        save_model(kept, out / "last", provenance=_prov(config, sources, val_how, state, None))
+                        _save_state(out, model, opt, sched, scaler, aug_gen, state, config)
+                        save_model(model, out / "last", provenance=_prov(config, sources, val_how, state, None))
                     yield Progress(done, total, "stopped; the run resumes from here", {"kind": "stopped"})
                     return
             synchronize(device)
             train_s = time.perf_counter() - t0
-            val = _validate(kept if ema is not None else ddp_model, kept, reader, val_p, config, device, precision, scale)
+            val = _validate(ddp_model, model, reader, val_p, config, device, precision, scale)
             sched.step()
             row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                    **val, "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
@@ -377,14 +360,14 @@ def iter_train(
             paths = {}
             if rank == 0:
                 prov = _prov(config, sources, val_how, state, row)
-                paths["epoch"] = str(save_model(kept, out / f"epoch-{epoch + 1:03d}", provenance=prov))
+                paths["epoch"] = str(save_model(model, out / f"epoch-{epoch + 1:03d}", provenance=prov))
                 if best:
-                    paths["best"] = str(save_model(kept, out / "best", provenance=prov))
+                    paths["best"] = str(save_model(model, out / "best", provenance=prov))
                 _log(out, row)
             if best:
                 state["best_iou"] = val["iou"]
             if rank == 0:
-                _save_state(out, model, opt, sched, scaler, aug_gen, state, config, ema)
+                _save_state(out, model, opt, sched, scaler, aug_gen, state, config)
             yield Progress((epoch + 1) * steps, total, f"epoch {epoch + 1}: loss {row['train_loss']:.4f}, val IoU "
                            f"{val['iou']:.3f} (prize-style {val['iou_prize']:.3f})",
                            {"kind": "epoch", **row, "best": best, "checkpoints": paths})  # fmt: skip
@@ -421,12 +404,10 @@ def _resume_key(config: TrainConfig) -> dict:
     return {k: v for k, v in config.to_dict().items() if k not in ("epochs", "device", "cache", "trusted")}
 
 
-def _save_state(out, model, opt, sched, scaler, aug_gen, state, config, ema=None) -> None:
+def _save_state(out, model, opt, sched, scaler, aug_gen, state, config) -> None:
     blob = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "scaler": scaler.state_dict(), "aug_rng": aug_gen.get_state(), "torch_rng": torch.get_rng_state(),
             "config": json.loads(json.dumps(_resume_key(config))), **state}  # fmt: skip
-    if ema is not None:
-        blob["ema"] = ema.state_dict()
     with atomic_path(out / STATE) as tmp:
         torch.save(blob, tmp)
 
