@@ -1,13 +1,14 @@
 """Benchmark / acceptance: train the demo network on the phantom on the CPU for at most 10 minutes.
 
-A phantom segment (``make_phantom``, 8-bit, ``--height`` x ``--width``, the bundled size by
-default) is cut into two full-height chunks: the left one trains, the right one is held out whole
+A phantom segment (``make_phantom``, 8-bit, ``--height`` x ``--width``; by default the bundled
+sample segment) is cut into two full-height chunks: the left one trains, the right one is held out whole
 for validation (every usable patch on the prize's 64 px grid, kept pixels). The ``demo``
 configuration of the prize architecture trains with the prize's loss, AdamW, clipping and cosine
 schedule; what differs from the prize is chosen for ten CPU minutes: the training patches come
 from a 16 px grid (``--stride``; the prize: 64), the cosine runs over ``--epochs`` epochs of
 ``--steps-per-epoch`` steps, batch 4, learning rate 1e-2, fp32, no augmentations
-(``--augment`` turns the prize's on). The run stops cleanly after ``--minutes`` (after the
+(``--augment`` turns the prize's on): ``CPU_DEMO`` of the training loop, which ``phoenix demo``
+uses too. The run stops cleanly after ``--minutes`` (after the
 current step, then validates) or when the epochs are done. The goal (issue 6): IoU >= 0.6 on the
 held-out chunk. The learning curve (per-epoch training loss and validation IoU) goes between the
 ``bench_train`` markers of ``docs/benchmarks.md``.
@@ -58,11 +59,11 @@ def sources(folder: Path, height: int, width: int, phantom: dict | None = None, 
 
 
 def run(args) -> dict:
-    from napari_phoenix.core.train.loop import TrainConfig, iter_train
+    from napari_phoenix.core.train.loop import CPU_DEMO, TrainConfig, iter_train
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     srcs = sources(work, args.height, args.width, json.loads(args.phantom), args.phantom_seed)
-    config = TrainConfig(out=str(work / "run"), model="demo", epochs=args.epochs, batch_size=args.batch,
+    config = TrainConfig(out=str(work / "run"), model=CPU_DEMO["model"], epochs=args.epochs, batch_size=args.batch,
                          lr=args.lr, stride=args.stride, steps_per_epoch=args.steps_per_epoch,
                          t_max=args.t_max or args.epochs, val_chunks=("phantom_02",), device="cpu", augment=args.augment,
                          cache="memory", seed=args.seed, precision=args.precision)  # fmt: skip
@@ -118,23 +119,25 @@ Best held-out IoU over kept pixels: **{best:.3f}** (goal >= 0.6 within 10 minute
 
 
 def main() -> None:
+    from napari_phoenix.core.train.loop import CPU_DEMO
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--height", type=int, default=1024)
     ap.add_argument("--width", type=int, default=1536)
     ap.add_argument("--epochs", type=int, default=9)
-    ap.add_argument("--steps-per-epoch", type=int, default=80, help="0: every training patch once an epoch")
-    ap.add_argument("--stride", type=int, default=16, help="grid step of the training patches (the prize: 64)")
+    ap.add_argument("--steps-per-epoch", type=int, default=CPU_DEMO["steps_per_epoch"], help="0: every training patch once an epoch")
+    ap.add_argument("--stride", type=int, default=CPU_DEMO["stride"], help="grid step of the training patches (the prize: 64)")
     ap.add_argument("--t-max", type=int, default=0, help="cosine schedule length in epochs (default: --epochs)")
     ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--batch", type=int, default=CPU_DEMO["batch_size"])
+    ap.add_argument("--lr", type=float, default=CPU_DEMO["lr"])
     ap.add_argument("--seed", type=int, default=7340043)
     ap.add_argument("--augment", action="store_true",
                     help="the prize's augmentations (off by default: with them the demo network stays at the ink "
                          "prior for the whole 10 minutes)")
     ap.add_argument("--phantom-seed", type=int, default=0, help="0: the bundled sample segment's")
     ap.add_argument("--phantom", default="{}", help="phantom parameters to change, as JSON")
-    ap.add_argument("--precision", default="fp32",
+    ap.add_argument("--precision", default=CPU_DEMO["precision"],
                     help="fp32 (default): bf16 autocast training on the CPU gave NaN weight gradients now and then "
                          "(not reproducibly) in the 3-D convolutions")
     ap.add_argument("--no-docs", action="store_true")

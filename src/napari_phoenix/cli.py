@@ -70,17 +70,16 @@ def _demo_train_and_predict(seg_dir: Path, out: Path, args) -> Path:
     from .core.model.checkpoint import load_model
     from .core.overlay import overlay_png
     from .core.predict import PredictParams, iter_predict
-    from .core.train.loop import TrainConfig, iter_train
+    from .core.train.loop import CPU_DEMO, TrainConfig, iter_train
 
-    per_epoch = min(80, args.train_steps)
+    per_epoch = min(CPU_DEMO["steps_per_epoch"], args.train_steps)
     epochs = -(-args.train_steps // per_epoch)
-    config = TrainConfig(chunks=(str(seg_dir),), out=str(out / "run"), model="demo", epochs=epochs,
-                         steps_per_epoch=per_epoch, stride=16, batch_size=4, lr=1e-2, t_max=epochs, augment=False,
-                         precision="fp32", device=args.device, cache="memory")  # fmt: skip
-    print(f"training the demo network on the sample segment: {epochs} x {per_epoch} steps of 4 patches "
-          f"(on a CPU about a minute per 80 steps); the run is in {config.out}")
+    config = TrainConfig(**{**CPU_DEMO, "steps_per_epoch": per_epoch}, chunks=(str(seg_dir),), out=str(out / "run"),
+                         epochs=epochs, t_max=epochs, device=args.device, cache="memory")  # fmt: skip
+    print(f"training the demo network on the sample segment: {epochs} x {per_epoch} steps of {config.batch_size} "
+          f"patches (on a CPU about a minute per 80 steps); the run is in {config.out}")
     done = _drain(iter_train(config), "training")[-1]
-    print(f"best validation IoU {done['best_iou']:.3f} (random 5 % of the patches)")
+    print(f"best validation IoU {done['best_iou']:.3f} (random {config.val_fraction:.0%} of the patches)")
     segment_stack, mask, prov = open_for_inference(str(seg_dir), None, False)
     store = out / "prediction.zarr"
     params = PredictParams(windows=(config.first_layer,), stride=args.stride, tta=0, device=args.device,

@@ -38,6 +38,12 @@ from .metrics import Counts, prize_loss
 
 STATE = "state.pt"
 
+#: What differs from the prize to train the ``demo`` network on one phantom in CPU minutes
+#: (``phoenix demo`` and ``benchmarks/bench_train.py``): a 16 px patch grid, batch 4, a high
+#: learning rate, 80-step epochs, fp32, no augmentations.
+CPU_DEMO = {"model": "demo", "stride": 16, "batch_size": 4, "lr": 1e-2, "steps_per_epoch": 80, "precision": "fp32",
+            "augment": False}  # fmt: skip
+
 
 class TrainError(PhoenixError, ValueError):
     """Training settings that cannot work."""
