@@ -291,8 +291,8 @@ def test_regions_as_tasks_on_a_local_cluster(tmp_path):
 
 
 @pytest.mark.parametrize("tta", [0, 1, 2, 3])
-def test_the_cpu_and_gpu_batch_builders_make_the_same_input(tta):
-    """A CPU cuts each TTA variant from a turned copy of the block, a GPU flips gathered tiles: same input."""
+def test_the_cpu_tile_views_are_the_gpu_batch(tta):
+    """A CPU feeds the model overlapping views of each turned band, a GPU flips gathered tiles: same input."""
     from types import SimpleNamespace
 
     from napari_phoenix.core.predict import _Engine
@@ -300,21 +300,26 @@ def test_the_cpu_and_gpu_batch_builders_make_the_same_input(tta):
 
     data = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (18, 300, 420), dtype=np.uint8))
     lay, step = slice(1, 15), 32  # 14 layers: the deep padding must stay 0
-    bi, bj = torch.tensor([0, 5, 2, 5]), torch.tensor([9, 0, 4, 3])
-    made = []
-    for path in ("cpu", "gpu"):
-        engine = _Engine.__new__(_Engine)
-        engine.torch, engine.device, engine._f32 = torch, torch.device("cpu"), None
-        engine.params, engine.scale = SimpleNamespace(tta=tta), torch.tensor(1 / 255, dtype=torch.float32)
-        if path == "cpu":
-            turned = [TTA_VARIANTS[k](data).contiguous() for k in range(tta + 1)]
-            made.append(engine._batch_cpu(turned, lay, bi, bj, step, 14).clone())
-        else:
-            tiles = data[lay].unfold(1, 128, step).unfold(2, 128, step)
-            made.append(engine._batch(tiles[:, bi, bj].transpose(0, 1), 14).clone())
-    assert made[0].shape == (4 * (tta + 1), 1, 16, 128, 128)
-    assert torch.equal(made[0], made[1]) and not made[0][:, :, 14:].any()
-    i, j = 5, 3  # the fourth tile, as the prize cuts and scales it
-    tile = data[lay, i * step : i * step + 128, j * step : j * step + 128].float() * np.float32(1 / 255)
+    engine = _Engine.__new__(_Engine)
+    engine.torch, engine.device, engine._f32, engine._flat = torch, torch.device("cpu"), None, [None, None, None]
+    engine.params, engine.scale = SimpleNamespace(tta=tta), torch.tensor(1 / 255, dtype=torch.float32)
+    i0, i, (c0, c1) = 1, 2, (2, 7)  # a band of tile rows 1..3 (of 6); tiles 2..6 of row 2 (of 10)
+    band = data[lay, i0 * step : 3 * step + 128]
+    tiles = data[lay].unfold(1, 128, step).unfold(2, 128, step)
+    gpu = engine._batch(tiles[:, [i] * 5, list(range(c0, c1))].transpose(0, 1), 14).clone().chunk(tta + 1)
     for k in range(tta + 1):
-        assert torch.equal(made[0][k * 4 + 3, 0, :14], TTA_VARIANTS[k](tile))
+        f = engine._variant(TTA_VARIANTS[k](band), 14, slot=k % 3)
+        view, back = engine._tile_view(f, k, (i - i0) * step, c0, c1, step)
+        assert view.shape == (5, 1, 16, 128, 128)
+        assert view.data_ptr() == engine._flat[k % 3].data_ptr() + 4 * view.storage_offset()  # no copy
+        got = view.flip(0) if back else view
+        assert torch.equal(got, gpu[k]) and not got[:, :, 14:].any()
+        tile = data[lay, i * step : i * step + 128, 4 * step : 4 * step + 128].float() * np.float32(1 / 255)
+        assert torch.equal(got[2, 0, :14], TTA_VARIANTS[k](tile))  # the third tile, as the prize cuts and scales it
+
+
+def test_cpu_runs_of_used_tiles():
+    from napari_phoenix.core.predict import _runs
+
+    assert _runs(np.array([0, 1, 1, 0, 1, 0, 0, 1], bool)) == [(1, 3), (4, 5), (7, 8)]
+    assert _runs(np.ones(4, bool)) == [(0, 4)] and _runs(np.zeros(3, bool)) == []

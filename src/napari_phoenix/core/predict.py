@@ -32,6 +32,7 @@ from .progress import Progress
 from .tiling import TILE, Region, check_settings, plan_regions
 
 WINDOW_LAYERS = 16  #: layers per model input
+_CPU_BAND_BYTES = 48 << 20  #: float input converted at a time on a CPU (a band of tile rows)
 ZARR_CHUNK = 1024
 
 
@@ -189,6 +190,7 @@ class _Engine:
         self.patches = 0
         self.cancel = cancel
         self._f32 = None
+        self._flat, self._maps = [None, None, None], None  # the CPU path's float band and tile map buffers
 
     def _buffer(self, rows: int, layers: int) -> Any:
         """The float input buffer, kept between batches (a fresh tensor of this size costs more
@@ -215,24 +217,86 @@ class _Engine:
             f32[k * b : (k + 1) * b, 0, :layers].copy_(TTA_VARIANTS[k](tiles))
         return f32.mul_(self.scale)
 
-    def _batch_cpu(self, turned: list, lay: slice, bi: Any, bj: Any, step: int, layers: int) -> Any:
-        """CPU: the same input, each variant's tiles cut from a turned copy of the region block.
+    def _variant(self, band: Any, layers: int, slot: int = 0) -> Any:
+        """CPU: a uint8 band of a TTA variant ``(L, a, b)`` as scaled float32 ``(16, a, b)``, in buffer
+        ``slot`` (kept between bands: a fresh one would cost more in page faults); layers past
+        ``layers`` are 0.0."""
+        f = self._buffer_view(slot, (WINDOW_LAYERS, *band.shape[1:]))
+        f[:layers].copy_(band).mul_(self.scale)  # v * float32(1/255), the prize's numbers
+        if layers < WINDOW_LAYERS:
+            f[layers:].zero_()
+        return f
 
-        ``turned[k]`` is TTA variant ``k`` (flip or rotation) of the whole block, made once per
-        region, so a tile of variant ``k`` is a plain slice of it: converted straight into the
-        buffer, without the per-tile flips, temporaries and the byte-by-byte indexing kernel
-        (the engine took 1.7x longer that way on the 2,048 px benchmark).
+    def _buffer_view(self, slot: int, shape: tuple[int, int, int]) -> Any:
+        """A float32 view of CPU buffer ``slot``, grown when too small."""
+        need = shape[0] * shape[1] * shape[2]
+        if self._flat[slot] is None or self._flat[slot].numel() < need:
+            self._flat[slot] = self.torch.zeros(need, dtype=self.torch.float32)
+        return self._flat[slot][:need].view(shape)
+
+    @staticmethod
+    def _tile_view(f: Any, k: int, y: int, c0: int, c1: int, step: int) -> tuple[Any, bool]:
+        """Tiles ``c0 .. c1 - 1`` of a row (top ``y`` in the band) of variant ``k`` as one strided,
+        overlapping view ``(n, 1, 16, 128, 128)`` of ``f`` (no copy), and whether it runs backwards
+        (flips and the rotation put the row's tiles in reverse order)."""
+        n = c1 - c0
+        if k == 3:  # rot90: tile j occupies rows w - 128 - j*step, columns y..y+127 of the turned band
+            _, w, hb = f.shape
+            return f.as_strided((n, 1, WINDOW_LAYERS, TILE, TILE), (step * hb, f.numel(), w * hb, hb, 1),
+                                (w - TILE - (c1 - 1) * step) * hb + y), True  # fmt: skip
+        _, hb, w = f.shape
+        yy = hb - TILE - y if k == 2 else y
+        x, back = (w - TILE - (c1 - 1) * step, True) if k == 1 else (c0 * step, False)
+        return f.as_strided((n, 1, WINDOW_LAYERS, TILE, TILE), (step, f.numel(), hb * w, w, 1), yy * w + x), back
+
+    def _maps_cpu(self, data: Any, lay: slice, layers: int, used: np.ndarray, step: int) -> Any:
+        """CPU: the TTA-averaged maps ``(rows, cols, 32, 32)`` of the used tiles, the model fed views.
+
+        Tile rows go in bands of about ``_CPU_BAND_BYTES`` of float input. Each TTA variant of a
+        band (flipped or turned in uint8) is converted to float32 once; every tile of it is then a
+        view, and a run of neighbouring used tiles of a row is one strided view ``(n, 1, 16, 128, 128)`` whose
+        tiles overlap in memory: the input is never copied tile by tile (with the prize's
+        stride 8 a pixel lies in 64 tiles), so the engine's cost no longer grows with the
+        overlap. Variants are added in the prize's order, then divided: the same numbers as
+        :func:`~.tiling.tta_average`. The model must not write into its input.
         """
-        n, b = len(turned), len(bi)
-        h, w = turned[0].shape[-2:]
-        f32 = self._buffer(n * b, layers)
-        for m, (i, j) in enumerate(zip(bi.tolist(), bj.tolist(), strict=True)):
-            y, x = i * step, j * step
-            corners = ((y, x), (y, w - x - TILE), (h - y - TILE, x), (w - x - TILE, y))  # where the tile went
-            for k in range(n):
-                ty, tx = corners[k]
-                f32[k * b + m, 0, :layers].copy_(turned[k][lay, ty : ty + TILE, tx : tx + TILE])
-        return f32.mul_(self.scale)
+        from .tiling import TTA_UNDO, TTA_VARIANTS
+
+        torch, p = self.torch, self.params
+        n_var, per_call = p.tta + 1, max(1, p.batch_size)
+        n_i, n_j = used.shape
+        width = data.shape[-1]
+        if self._maps is None or self._maps.numel() < n_i * n_j * 32 * 32:  # kept: unused tiles are never read
+            self._maps = torch.empty(n_i * n_j * 32 * 32, dtype=torch.float32)
+        maps = self._maps[: n_i * n_j * 32 * 32].view(n_i, n_j, 32, 32)
+        rows_per_band = max(1, (_CPU_BAND_BYTES // (4 * WINDOW_LAYERS * width) - TILE) // step + 1)
+        for i0 in range(0, n_i, rows_per_band):
+            i1 = min(n_i, i0 + rows_per_band)
+            runs = [(i, a, b) for i in range(i0, i1) for a, b in _runs(used[i])]
+            if not runs:
+                continue
+            band, flipped = data[lay, i0 * step : (i1 - 1) * step + TILE], None
+            for k in range(n_var):
+                if k == 3:  # rot90 of the band is the transpose of its horizontal flip (already scaled)
+                    f = self._buffer_view(2, (WINDOW_LAYERS, *flipped.shape[:0:-1]))
+                    f.copy_(flipped.transpose(-2, -1))
+                else:  # the horizontal flip keeps a buffer of its own until then
+                    f = self._variant(TTA_VARIANTS[k](band), layers, slot=int(k == 1))  # a uint8 copy at most
+                    flipped = f if k == 1 else flipped
+                for i, a, b in runs:
+                    for c0 in range(a, b, per_call):
+                        if self.cancel is not None and self.cancel.is_set():
+                            raise Cancelled("prediction cancelled")
+                        c1 = min(b, c0 + per_call)
+                        x, back = self._tile_view(f, k, (i - i0) * step, c0, c1, step)
+                        probs = torch.sigmoid(self.fn(x).float())
+                        probs = TTA_UNDO[k](probs.flip(0) if back else probs)
+                        if k == 0:
+                            maps[i, c0:c1] = probs
+                        else:
+                            maps[i, c0:c1] += probs
+                        self.patches += c1 - c0
+        return maps.div_(n_var) if p.tta else maps
 
     def release(self) -> None:
         """Free the GPU memory cached by this run (after a cancel or at the end)."""
@@ -254,29 +318,32 @@ class _Engine:
         ii, jj = (torch.from_numpy(a).to(self.device) for a in np.nonzero(used))
         per_call = max(1, p.batch_size // (p.tta + 1))
         cpu = self.device.type == "cpu"
-        if cpu:  # every TTA variant of the whole block, once (rot90 included, made contiguous)
-            from .tiling import TTA_VARIANTS
-
-            turned = [data] + [TTA_VARIANTS[k](data).contiguous() for k in range(1, p.tta + 1)]
         for w, rows in layout.items():
             have = [r for r in rows if r is not None]  # consecutive positions in ``block``
             lay = slice(have[0], have[-1] + 1)
-            if not cpu:  # (L, ni, nj, 128, 128): views of every tile of these layers; a batch gathers the used ones
-                tiles = data[lay].unfold(1, TILE, region.step).unfold(2, TILE, region.step)
+            if cpu:
+                maps = self._maps_cpu(data, lay, len(have), used, region.step)
+                out[w] = blend(region, maps, used_t, self.weight)
+                continue
+            # (L, ni, nj, 128, 128): views of every tile of these layers; a batch gathers the used ones
+            tiles = data[lay].unfold(1, TILE, region.step).unfold(2, TILE, region.step)
             maps = torch.zeros((len(ri), len(rj), 32, 32), dtype=torch.float32, device=self.device)
             for k in range(0, len(ii), per_call):
                 if self.cancel is not None and self.cancel.is_set():
                     raise Cancelled("prediction cancelled")
                 bi, bj = ii[k : k + per_call], jj[k : k + per_call]
-                if cpu:
-                    x = self._batch_cpu(turned, lay, bi, bj, region.step, len(have))
-                else:
-                    x = self._batch(tiles[:, bi, bj].transpose(0, 1), len(have))
+                x = self._batch(tiles[:, bi, bj].transpose(0, 1), len(have))
                 logits = self.fn(x)
                 maps[bi, bj] = tta_average(torch.sigmoid(logits.float()), p.tta)
                 self.patches += len(bi) * (p.tta + 1)
             out[w] = blend(region, maps, used_t, self.weight)
         return out
+
+
+def _runs(row: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each run of True in a 1-D bool array."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], row, [False]]).astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
 def _composite(maps: Sequence[Any], how: str) -> Any:
@@ -409,7 +476,10 @@ def iter_predict(
         :class:`~.stack.LayerStack` (whose layer numbers name the windows).
     model : torch.nn.Module or callable
         ``(B, 1, 16, 128, 128)`` float in 0..1 -> ``(B, 32, 32)`` logits. A
-        module is wrapped by :func:`~.model.inference.inference_model`.
+        module is wrapped by :func:`~.model.inference.inference_model`. On a
+        CPU the input is a strided view whose tiles overlap in memory: the
+        model must not write into it (call ``.contiguous()`` if it needs a
+        plain tensor).
     params : PredictParams, optional
     mask : array-like, optional
         ``(height, width)``; a tile is used if any of its pixels is nonzero.
@@ -655,7 +725,8 @@ def predict_window(
         ``(16, Y, X)`` uint8 (contrasted) or uint16; fewer layers are padded
         with zero layers at the deep end.
     model : torch.nn.Module or callable
-        ``(B, 1, 16, 128, 128)`` -> ``(B, 32, 32)`` logits.
+        ``(B, 1, 16, 128, 128)`` -> ``(B, 32, 32)`` logits (on a CPU it gets a
+        read-only strided view, see :func:`iter_predict`).
     mask : array-like, optional
         ``(Y, X)``; tiles with no mask pixel are skipped, pixels no tile covers stay 0.
     stride, tta, batch_size, device

@@ -137,15 +137,16 @@ def tiles_used(region: Region, mask: np.ndarray | None) -> np.ndarray:
 
 #: The TTA transforms of the input, in the prize's order (on the last two axes).
 TTA_VARIANTS = (lambda x: x, lambda x: x.flip(-1), lambda x: x.flip(-2), lambda x: x.rot90(1, (-2, -1)))
+#: Their inverses, applied to the ``(B, 32, 32)`` maps.
+TTA_UNDO = (lambda p: p, lambda p: p.flip(-1), lambda p: p.flip(-2), lambda p: p.rot90(3, (-2, -1)))
 
 
 def tta_average(probs: torch.Tensor, tta: int) -> torch.Tensor:
     """Undo each variant of ``(n_variants * B, 32, 32)`` maps and average them, in variant order."""
     parts = probs.chunk(tta + 1)
-    undo = [lambda p: p, lambda p: p.flip(-1), lambda p: p.flip(-2), lambda p: p.rot90(3, (-2, -1))]
     total = parts[0].clone()
     for k in range(1, tta + 1):
-        total += undo[k](parts[k])
+        total += TTA_UNDO[k](parts[k])
     return total / (tta + 1) if tta else total
 
 
@@ -172,27 +173,62 @@ def blend(region: Region, maps: torch.Tensor, used: torch.Tensor, weight: torch.
     (nby, nbx), (ti, tj) = region.nb, region.first_tile
     ri, rj = region.valid_tiles()
     dev = maps.device
-    pad = torch.zeros((nby + s - 1, nbx + s - 1, OUT, OUT), dtype=torch.float32, device=dev)
+    pad_t = torch.zeros((nby + s - 1, OUT, OUT, nbx + s - 1), dtype=torch.float32, device=dev)  # tile columns last
     on = torch.zeros((nby + s - 1, nbx + s - 1), dtype=torch.float32, device=dev)
     if len(ri) and len(rj):
         at = (slice(ri.start - ti, ri.stop - ti), slice(rj.start - tj, rj.stop - tj))
-        pad[at] = torch.where(used[..., None, None], maps, 0.0)
+        pad_t[at[0], :, :, at[1]] = torch.where(used[..., None, None], maps, 0.0).permute(0, 2, 3, 1)
         on[at] = used.float()
     # weight sub-block (a, b) of a tile, split as (32-res row, 4, 32-res column, 4): the x4
-    # replication is a broadcast in the product, which is the prize's pred_up * w, element for element
+    # replication is a broadcast in the product, which is the prize's pred_up * w, element for element.
+    # The sum is kept as (block row, q, 4, q, 4, block column): the block columns are the innermost,
+    # contiguous axis of the maps (transposed once) and of the sum, so each offset's products are long
+    # vector operations; the pixel layout is made once at the end.
     w6 = weight.reshape(s, q, SCALE, s, q, SCALE)
-    total = torch.zeros((nby, q, SCALE, nbx, q, SCALE), dtype=torch.float32, device=dev)
-    wsum = torch.zeros_like(total)
+    total = torch.zeros((nby, q, SCALE, q, SCALE, nbx), dtype=torch.float32, device=dev)
     rows = max(1, _BLOCK_PIXELS // max(1, nbx * step * step))  # block rows at a time: sums stay in cache
+    prod = torch.empty((min(rows, nby), q, SCALE, q, SCALE, nbx), dtype=torch.float32, device=dev)
     for r0 in range(0, nby, rows):
         r1 = min(nby, r0 + rows)
         for di in range(s):
             for dj in range(s):
                 a, b = s - 1 - di, s - 1 - dj
-                part = pad[r0 + di : r1 + di, dj : dj + nbx, a * q : (a + 1) * q, b * q : (b + 1) * q]
-                w = w6[a, :, :, b, :, :]  # (q, 4, q, 4)
-                total[r0:r1] += (part[:, :, :, None, :, None] * w).permute(0, 2, 3, 1, 4, 5)
-                wsum[r0:r1] += (on[r0 + di : r1 + di, dj : dj + nbx, None, None, None, None] * w).permute(0, 2, 3, 1, 4, 5)
-    total, wsum = total.reshape(nby * step, nbx * step), wsum.reshape(nby * step, nbx * step)
+                part = pad_t[r0 + di : r1 + di, a * q : (a + 1) * q, b * q : (b + 1) * q, dj : dj + nbx]
+                tmp = prod[: r1 - r0]
+                torch.mul(part[:, :, None, :, None, :], w6[a, :, :, b, :, :, None], out=tmp)
+                total[r0:r1] += tmp
+    wsum = _weight_sums(on, w6, nby, nbx)
+    total = total.permute(0, 1, 2, 5, 3, 4).reshape(nby * step, nbx * step)
+    wsum = wsum.permute(0, 2, 3, 1, 4, 5).reshape(nby * step, nbx * step)
     out = torch.where(wsum > 0, total / torch.where(wsum > 0, wsum, 1.0), 0.0)
     return out[: region.y1 - region.y0, : region.x1 - region.x0]
+
+
+def _weight_sums(on: torch.Tensor, w6: torch.Tensor, nby: int, nbx: int) -> torch.Tensor:
+    """The float32 weight sums of every step block, ``(nby, nbx, q, 4, q, 4)``, as the prize adds them.
+
+    A block's sum depends only on which of the ``s x s`` tiles over it are used. Where all are
+    (the inside of the mask) it is one block of numbers, summed once in the prize's order; where
+    none is, 0; only the blocks at the mask's edges are summed one by one. Every sum adds the
+    same float32 weights in the same order as the tile-by-tile loop (an unused tile adds +0.0,
+    which changes nothing), so the result is bit for bit the same.
+    """
+    s = w6.shape[0]
+    pattern = on.unfold(0, s, 1).unfold(1, s, 1)  # (nby, nbx, s, s): tile (by + di, bx + dj) used?
+    count = pattern.sum((-2, -1))
+    out = torch.zeros((nby, nbx, *w6.shape[1:3], *w6.shape[4:]), dtype=torch.float32, device=on.device)
+
+    def ordered(p: torch.Tensor) -> torch.Tensor:  # (n, s, s) patterns -> (n, q, 4, q, 4) sums
+        acc = torch.zeros((len(p), *out.shape[2:]), dtype=torch.float32, device=on.device)
+        for di in range(s):
+            for dj in range(s):
+                acc += p[:, di, dj, None, None, None, None] * w6[s - 1 - di, :, :, s - 1 - dj, :, :]
+        return acc
+
+    full = count == s * s
+    if bool(full.any()):
+        out[full] = ordered(torch.ones((1, s, s), dtype=torch.float32, device=on.device))[0]
+    edge = (count > 0) & ~full
+    if bool(edge.any()):
+        out[edge] = ordered(pattern[edge])
+    return out
