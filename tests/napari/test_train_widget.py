@@ -77,7 +77,12 @@ def test_training_runs_live_on_a_snapshot_and_sets_the_current_model(make_napari
     assert [widget.stack_combo.currentText(), *(c.currentText() for c in widget.combos.values())] == [
         "seg", "seg label", "seg ignore", "seg mask"]  # fmt: skip
     assert widget.stride_spin.value() == 64  # the prize's patch grid by default
+    assert (widget.lr_spin.value(), widget.depth_spin.value(), widget.ema_spin.value()) == (2e-4, 0, 0.0)  # the prize
+    assert widget.ema_spin.text() == "off"
     _set(widget, epochs=2, stride=32)
+    widget.lr_spin.setValue(0.003)
+    widget.depth_spin.setValue(1)
+    widget.ema_spin.setValue(0.9)
     ink = viewer.layers["seg label"]
     before = ink.data.copy()
     ticks = []
@@ -98,7 +103,8 @@ def test_training_runs_live_on_a_snapshot_and_sets_the_current_model(make_napari
     assert ink.data[0:40, 0:40].all() and not before[0:40, 0:40].all()
     out = Path(call["config"].out)
     assert out.parent == segment / "runs" and call["config"].model == "demo" and call["config"].epochs == 2
-    assert call["config"].stride == 32
+    assert call["config"].stride == 32 and call["config"].lr == 0.003
+    assert call["config"].depth_shift == 1 and call["config"].ema == 0.9
     for name in ("best.json", "epoch-001.json", "epoch-002.json", "state.pt", "log.csv"):
         assert (out / name).exists(), name
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -25,6 +25,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -198,6 +199,16 @@ class TrainWidget(QWidget):
         self.stride_spin = QSpinBox(minimum=4, maximum=128, singleStep=4, value=d["stride"], suffix=" px")
         self.stride_spin.setToolTip("Grid step of the training patches (the prize: 64). Smaller: more, "
                                     "overlapping patches from few labels (multiples of 4)")
+        self.lr_spin = QDoubleSpinBox(minimum=1e-6, maximum=1.0, decimals=6, singleStep=1e-4, value=d["lr"])
+        self.lr_spin.setToolTip("AdamW learning rate (the prize: 0.0002 at batch 32; the CPU demo recipe: 0.003 "
+                                "at batch 4)")
+        self.depth_spin = QSpinBox(minimum=0, maximum=8, value=d["depth_shift"], prefix="± ")
+        self.depth_spin.setToolTip("Move each training patch's 16 layers by up to this many layers, at random, "
+                                   "where the stack has them: ink at other depths (0: off, the prize)")
+        self.ema_spin = QDoubleSpinBox(minimum=0.0, maximum=0.9999, decimals=4, singleStep=0.01, value=d["ema"])
+        self.ema_spin.setSpecialValueText("off")
+        self.ema_spin.setToolTip("Decay of a moving average of the weights, e.g. 0.99: validated and saved "
+                                 "instead of the last step's weights (off: the prize)")
         self.first_spin = QSpinBox(minimum=0, maximum=10_000, value=d["first_layer"])
         self.first_spin.setToolTip("The network reads this layer and the 15 above it (the prize: 5, layers 5–20)")
         self.device_combo = QComboBox()
@@ -207,8 +218,9 @@ class TrainWidget(QWidget):
         self.out_edit = QLineEdit(placeholderText="empty: <segment>/runs/<date-time>")
         self.out_edit.setToolTip("Run folder: checkpoints, log, state. A stopped run there resumes")
         for label, w in (("Epochs", self.epochs_spin), ("Steps per epoch", self.steps_spin),
-                         ("Batch size", self.batch_spin), ("Patch stride", self.stride_spin),
-                         ("First layer", self.first_spin),
+                         ("Batch size", self.batch_spin), ("Learning rate", self.lr_spin),
+                         ("Patch stride", self.stride_spin), ("First layer", self.first_spin),
+                         ("Depth shift (layers)", self.depth_spin), ("Weight averaging", self.ema_spin),
                          ("Device", self.device_combo), ("", self.augment_check)):  # fmt: skip
             form.addRow(label, w)
         form.addRow("Run folder", browse_row(self.out_edit, self._browse_out))
@@ -319,7 +331,8 @@ class TrainWidget(QWidget):
         fields = {"out": out, "model": self.model_combo.currentText(),
                   "init": self.checkpoint_edit.text().strip() or None, "epochs": self.epochs_spin.value(),
                   "steps_per_epoch": self.steps_spin.value(), "batch_size": self.batch_spin.value(),
-                  "stride": self.stride_spin.value() // 4 * 4,
+                  "stride": self.stride_spin.value() // 4 * 4, "lr": self.lr_spin.value(),
+                  "depth_shift": self.depth_spin.value(), "ema": self.ema_spin.value(),
                   "first_layer": self.first_spin.value(), "device": self.device_combo.currentData(),
                   "augment": self.augment_check.isChecked()}  # fmt: skip
         return TrainConfig(**{**fields, **changes})

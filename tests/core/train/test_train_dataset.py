@@ -174,3 +174,29 @@ def test_uint16_layers_are_scaled_by_the_whole_layer_with_or_without_a_cache(tmp
             np.testing.assert_array_equal(got[k], expected[:, y : y + 128, x : x + 128], err_msg=cache)
     with pytest.raises(DatasetError, match="uint8 or uint16"):
         PatchReader([Source("f", data16.astype(np.float32), src.label)], 5)
+
+
+def test_depth_shift_moves_each_window_within_the_stack():
+    """A depth augmentation: each patch's 16 layers start up to k layers off ``first_layer``, never past the stack."""
+    data = (np.arange(21, dtype=np.uint8)[:, None, None] * np.ones((21, 256, 256), np.uint8))
+    label = np.zeros((256, 256), bool)
+    label[:64] = True
+    src = Source("a", data, label)
+    p = candidate_patches(src)
+    idx = np.arange(4)
+    plain = PatchReader([src], 5).read(p, idx)
+    reader = PatchReader([src], 5, depth_shift=3)
+    assert np.array_equal(reader.read(p, idx), plain) and np.array_equal(reader.read(p, idx, np.zeros(4, int)), plain)
+    assert list(reader.offsets[0]) == [-3, -2, -1, 0]  # layers 21+ do not exist: no deeper windows
+    got = reader.read(p, idx, np.array([-3, -1, 0, -2]))
+    assert got.shape == (4, 16, 128, 128)
+    assert [int(g[0, 0, 0]) for g in got] == [2, 4, 5, 3] and [int(g[-1, 0, 0]) for g in got] == [17, 19, 20, 18]
+    rng = np.random.default_rng(0)
+    drawn = np.concatenate([reader.draw_offsets(p, idx, rng) for _ in range(50)])
+    assert set(drawn.tolist()) == {-3, -2, -1, 0}
+    assert PatchReader([src], 5).draw_offsets(p, idx, rng) is None
+    middle = PatchReader([src], 3, depth_shift=2)  # room on both sides: -2..2
+    assert list(middle.offsets[0]) == [-2, -1, 0, 1, 2]
+    assert [int(g[0, 0, 0]) for g in middle.read(p, idx[:2], np.array([2, -2]))] == [5, 1]
+    with pytest.raises(DatasetError, match="depth_shift"):
+        PatchReader([src], 5, depth_shift=-1)

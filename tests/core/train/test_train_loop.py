@@ -55,7 +55,12 @@ def test_a_run_writes_checkpoints_logs_and_provenance(tmp_path):
     assert events[-1].done == events[-1].total == 4
 
 
-def test_resume_after_interruption_is_exact(tmp_path):
+_plain_config = _config
+
+
+@pytest.mark.parametrize("extra", [{}, {"ema": 0.5, "bn_batches": 2, "depth_shift": 2}])
+def test_resume_after_interruption_is_exact(tmp_path, extra):
+    _config = lambda path, **kw: _plain_config(path, **extra, **kw)  # noqa: E731
     straight = train(_config(tmp_path / "a"), [_source()])
     assert straight["kind"] == "done"
     # the same run killed after epoch 1 (its generator abandoned), then started again
@@ -77,6 +82,28 @@ def test_resume_after_interruption_is_exact(tmp_path):
     train(_config(tmp_path / "c"), [_source()])
     c = _weights(tmp_path / "c" / "run" / "epoch-002.json")
     assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_moving_average_of_the_weights_validates_and_is_saved_with_its_own_batchnorm_statistics(tmp_path):
+    train(_config(tmp_path, ema=0.5, bn_batches=2), [_source()])
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    saved, raw = _weights(tmp_path / "run" / "epoch-002.json"), state["model"]
+    averaged = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    params = {name for name, _ in load_model(tmp_path / "run" / "epoch-002.json").named_parameters()}
+    assert all(torch.equal(saved[k], averaged[k]) for k in params)  # the averaged weights are what is saved
+    assert not all(torch.equal(saved[k], raw[k]) for k in params)  # and they differ from the last step's
+    assert int(state["ema"]["n_averaged"]) == 4  # updated after every step
+    # BatchNorm statistics measured for the averaged weights, not carried over from the raw model
+    stats = [k for k in saved if k.endswith("running_var")]
+    assert stats and not all(torch.equal(saved[k], raw[k]) for k in stats)
+    assert all(int(saved[k.replace("running_var", "num_batches_tracked")]) == 2 for k in stats)  # bn_batches
+    net = load_model(tmp_path / "run" / "epoch-002.json").eval()
+    norm = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d))
+    assert norm.momentum == 0.1  # restored after the cumulative measurement
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["ema"] == 0.5
+    for bad in ({"ema": 1.0}, {"bn_batches": 0}, {"depth_shift": -1}):
+        with pytest.raises(TrainError):
+            TrainConfig(**bad)
 
 
 def test_fine_tune_from_a_checkpoint_and_held_out_chunks(tmp_path):

@@ -167,18 +167,31 @@ def sample_patches(cands: Patches, rng: np.random.Generator) -> Patches:
 
 
 class PatchReader:
-    """Reads the 16 input layers of patches from the sources (optionally cached in RAM or zarr)."""
+    """Reads the 16 input layers of patches from the sources (optionally cached in RAM or zarr).
+
+    ``depth_shift`` k > 0 also reads the k layers on either side of the window, so that
+    :meth:`read` can move each patch's 16-layer window by up to k layers (a depth
+    augmentation: ink lies at other depths in other chunks). Only windows that lie wholly
+    inside a source's stack are drawn by :meth:`draw_offsets`.
+    """
 
     def __init__(self, sources: list[Source], first_layer: int, layers: int = 16, cache: str = "none",
-                 cache_dir: str | None = None):  # fmt: skip
-        self.sources, self.layers = sources, layers
-        self.rows = []
+                 cache_dir: str | None = None, depth_shift: int = 0):  # fmt: skip
+        if depth_shift < 0:
+            raise DatasetError(f"depth_shift must be 0 or more layers; got {depth_shift}")
+        self.sources, self.layers, self.shift = sources, layers, int(depth_shift)
+        self.rows, self.lead, self.offsets = [], [], []
         for s in sources:
             idx = {n: i for i, n in enumerate(s.layer_numbers)}
-            have = [idx[n] for n in range(first_layer, first_layer + layers) if n in idx]
-            if not have:
+            span = range(first_layer - self.shift, first_layer + layers + self.shift)
+            have = [idx[n] for n in span if n in idx]
+            if not any(n in idx for n in range(first_layer, first_layer + layers)):
                 raise DatasetError(f"{s.name} has none of the layers {first_layer}–{first_layer + layers - 1}")
             self.rows.append(have)
+            self.lead.append(next(j for j, n in enumerate(span) if n in idx))  # missing shallow layers
+            whole = [o for o in range(-self.shift, self.shift + 1)
+                     if all(first_layer + o + j in idx for j in range(layers))]  # fmt: skip
+            self.offsets.append(np.asarray(whole or [0], np.int64))
         self.ranges: list[dict | None] = []  # uint16: each layer's (min, max) over the whole chunk, read once
         for s, rows in zip(sources, self.rows, strict=True):
             dtype = np.dtype(s.data.dtype)
@@ -229,9 +242,20 @@ class PatchReader:
                 keep[k, :h, :w] = ~ign
         return ink, keep
 
-    def read(self, patches: Patches, index: np.ndarray) -> np.ndarray:
-        """uint8 ``(B, 16, 128, 128)``; missing deep layers (a short stack) are zeros."""
-        out = np.zeros((len(index), self.layers, TILE, TILE), np.uint8)
+    def draw_offsets(self, patches: Patches, index: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+        """A random window offset (layers, -k..k) for each patch ``index``; None without ``depth_shift``."""
+        if not self.shift:
+            return None
+        return np.array([rng.choice(self.offsets[patches.source[n]]) for n in index], np.int64)
+
+    def read(self, patches: Patches, index: np.ndarray, offsets: np.ndarray | None = None) -> np.ndarray:
+        """uint8 ``(B, 16, 128, 128)``; missing deep layers (a short stack) are zeros.
+
+        ``offsets``: each patch's window moved by that many layers (from :meth:`draw_offsets`);
+        default 0, the window at ``first_layer``.
+        """
+        span = self.layers + 2 * self.shift
+        out = np.zeros((len(index), span, TILE, TILE), np.uint8)
         for k, n in enumerate(index):
             s, (y, x) = patches.source[n], patches.yx[n]
             src = self.cached[s]
@@ -239,8 +263,12 @@ class PatchReader:
                 block = self._block(s, slice(y, y + TILE), slice(x, x + TILE))
             else:
                 block = np.asarray(src[:, y : y + TILE, x : x + TILE])
-            out[k, : block.shape[0], : block.shape[1], : block.shape[2]] = block  # bottom / right padding: 0
-        return out
+            z0 = self.lead[s]  # bottom / right padding and missing layers: 0
+            out[k, z0 : z0 + block.shape[0], : block.shape[1], : block.shape[2]] = block
+        if not self.shift:
+            return out
+        start = self.shift + (np.zeros(len(index), np.int64) if offsets is None else np.asarray(offsets))
+        return np.ascontiguousarray(out[np.arange(len(index))[:, None], start[:, None] + np.arange(self.layers)])
 
 
 def build_patches(sources: list[Source], seed: int, stride: int = GRID) -> Patches:

@@ -39,9 +39,10 @@ from .metrics import Counts, prize_loss
 STATE = "state.pt"
 
 #: What differs from the prize to train the ``demo`` network on one phantom in CPU minutes
-#: (``phoenix demo`` and ``benchmarks/bench_train.py``): a 16 px patch grid, batch 4, a high
-#: learning rate, 80-step epochs, fp32, no augmentations.
-CPU_DEMO = {"model": "demo", "stride": 16, "batch_size": 4, "lr": 1e-2, "steps_per_epoch": 80, "precision": "fp32",
+#: (``phoenix demo`` and ``benchmarks/bench_train.py``): a 16 px patch grid, batch 4, a learning
+#: rate of 3e-3 (1e-2 held the loss at the ink prior for hundreds of steps), 80-step epochs,
+#: fp32, no augmentations.
+CPU_DEMO = {"model": "demo", "stride": 16, "batch_size": 4, "lr": 3e-3, "steps_per_epoch": 80, "precision": "fp32",
             "augment": False}  # fmt: skip
 
 
@@ -84,6 +85,21 @@ class TrainConfig:
         scaling; fp32 on the CPU), ``"fp32"``, ``"bf16"``, ``"fp16"``.
     augment : bool
         The prize's augmentations on the training batches.
+    depth_shift : int
+        A depth augmentation (not in the prize): each training patch's 16-layer
+        window moves by a random whole number of layers, up to this many either
+        way, where the stack has the layers (0: off, as in the prize). Ink lies
+        deeper or shallower in other chunks as the surface drifts; this shows the
+        network ink at other depths. Validation always uses ``first_layer``.
+    ema : float
+        Decay per step of an exponential moving average of the weights, e.g.
+        0.99 (0: off, as in the prize). When on, validation and the saved
+        models use the averaged weights, with BatchNorm statistics measured
+        afresh for them on ``bn_batches`` training batches before each
+        validation (statistics averaged along with the weights do not belong
+        to the averaged weights).
+    bn_batches : int
+        Training batches (un-augmented) that measure those statistics.
     seed : int
     device : str
     cache : str
@@ -111,6 +127,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     precision: str = "auto"
     augment: bool = True
+    depth_shift: int = 0
+    ema: float = 0.0
+    bn_batches: int = 16
     seed: int = 7340043
     device: str = "auto"
     cache: str = "none"
@@ -127,6 +146,12 @@ class TrainConfig:
             check_stride(self.stride)
         except DatasetError as err:
             raise TrainError(str(err)) from None
+        if not isinstance(self.depth_shift, int) or isinstance(self.depth_shift, bool) or self.depth_shift < 0:
+            raise TrainError(f"depth_shift must be a whole number of layers, 0 or more; got {self.depth_shift!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise TrainError(f"ema must be in [0, 1) (0: off); got {self.ema}")
+        if self.bn_batches < 1:
+            raise TrainError(f"bn_batches must be at least 1; got {self.bn_batches}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise TrainError(f"precision must be auto, fp32, bf16 or fp16; got {self.precision!r}")
 
@@ -256,7 +281,8 @@ def iter_train(
         val_p = Patches.concat([candidate_patches(sources[names.index(c)], names.index(c)) for c in config.val_chunks])
     if not len(train_p):
         raise TrainError("no training patches left after holding out the validation set")
-    reader = PatchReader(sources, config.first_layer, cache=config.cache, cache_dir=str(out / "cache"))
+    reader = PatchReader(sources, config.first_layer, cache=config.cache, cache_dir=str(out / "cache"),
+                         depth_shift=config.depth_shift)
     model = _model(config, device)
     ddp_model = model
     if world > 1:
@@ -266,17 +292,26 @@ def iter_train(
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.t_max, eta_min=config.eta_min)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    ema = None
+    if config.ema:  # torch's weight averaging: a copy of the model whose parameters follow it step by step
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=False)
+    kept = ema.module if ema is not None else model  # validated and saved
     aug_gen = torch.Generator().manual_seed(config.seed + rank)
     state = {"epoch": 0, "step_in_epoch": 0, "best_iou": -1.0, "history": []}
     if (out / STATE).exists():
         saved = torch.load(out / STATE, map_location="cpu", weights_only=True)
-        before = {"stride": 64, **saved.get("config", {})}  # runs from before the stride setting used 64
+        before = {"stride": 64, "depth_shift": 0, "ema": 0.0, "bn_batches": 16,  # runs from before these settings
+                  **saved.get("config", {})}  # fmt: skip
         if before != json.loads(json.dumps(_resume_key(config))):
             raise TrainError(f"{out} holds a run with other settings; choose another out folder")
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
         aug_gen.set_state(saved["aug_rng"])
         torch.set_rng_state(saved["torch_rng"])
         state = {k: saved[k] for k in ("epoch", "step_in_epoch", "best_iou", "history")}
@@ -294,9 +329,10 @@ def iter_train(
     scale = torch.tensor(1 / 255, dtype=torch.float32)
     pool = cf.ThreadPoolExecutor(1)
 
-    def load(idx):  # targets at 128 px when augmenting (geometry first, then the prize's 4 i + 2 shrink)
+    def load(idx, epoch, k):  # targets at 128 px when augmenting (geometry first, then the prize's 4 i + 2 shrink)
         ink, keep = reader.targets128(train_p, idx) if config.augment else train_p.targets(idx)
-        return torch.from_numpy(reader.read(train_p, idx)), torch.from_numpy(ink), torch.from_numpy(keep)
+        shifts = reader.draw_offsets(train_p, idx, np.random.default_rng([config.seed, rank, epoch, k]))
+        return torch.from_numpy(reader.read(train_p, idx, shifts)), torch.from_numpy(ink), torch.from_numpy(keep)
 
     yield Progress(state["epoch"] * steps + state["step_in_epoch"], total, f"{len(train_p):,} training patches, "
                    f"{len(val_p):,} validation ({val_how})", {"kind": "start", "train": len(train_p),
@@ -309,12 +345,12 @@ def iter_train(
             ddp_model.train()
             losses, t0, waited, samples = [], time.perf_counter(), 0.0, 0
             first = state["step_in_epoch"]
-            pending = pool.submit(load, batches[first]) if first < len(batches) else None
+            pending = pool.submit(load, batches[first], epoch, first) if first < len(batches) else None
             for k in range(first, len(batches)):
                 t_wait = time.perf_counter()
                 x8, ink, keep = pending.result()  # the time spent here is the time the device waits for data
                 waited += time.perf_counter() - t_wait
-                pending = pool.submit(load, batches[k + 1]) if k + 1 < len(batches) else None
+                pending = pool.submit(load, batches[k + 1], epoch, k + 1) if k + 1 < len(batches) else None
                 # to the device as uint8, then scaled and augmented there (on the GPU with the batch)
                 x = x8.to(device, non_blocking=True).float() * scale
                 ink, keep = ink.to(device, non_blocking=True), keep.to(device, non_blocking=True)
@@ -340,6 +376,8 @@ def iter_train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 scaler.step(opt)
                 scaler.update()
+                if ema is not None:
+                    ema.update_parameters(model)
                 losses.append(float(loss.detach()))
                 state["step_in_epoch"] = k + 1
                 done = epoch * steps + k + 1
@@ -349,13 +387,17 @@ def iter_train(
                                "lr": opt.param_groups[0]["lr"], "steps_per_s": rate})  # fmt: skip
                 if stop is not None and stop.is_set() and k + 1 < len(batches):
                     if rank == 0:
-                        _save_state(out, model, opt, sched, scaler, aug_gen, state, config)
-                        save_model(model, out / "last", provenance=_prov(config, sources, val_how, state, None))
+                        if ema is not None:
+                            _recalibrate_bn(kept, reader, train_p, config, device, epoch, scale)
+                        _save_state(out, model, opt, sched, scaler, aug_gen, state, config, ema)
+                        save_model(kept, out / "last", provenance=_prov(config, sources, val_how, state, None))
                     yield Progress(done, total, "stopped; the run resumes from here", {"kind": "stopped"})
                     return
             synchronize(device)
             train_s = time.perf_counter() - t0
-            val = _validate(ddp_model, model, reader, val_p, config, device, precision, scale)
+            if ema is not None:
+                _recalibrate_bn(kept, reader, train_p, config, device, epoch, scale)
+            val = _validate(kept if ema is not None else ddp_model, kept, reader, val_p, config, device, precision, scale)
             sched.step()
             row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                    **val, "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
@@ -366,14 +408,14 @@ def iter_train(
             paths = {}
             if rank == 0:
                 prov = _prov(config, sources, val_how, state, row)
-                paths["epoch"] = str(save_model(model, out / f"epoch-{epoch + 1:03d}", provenance=prov))
+                paths["epoch"] = str(save_model(kept, out / f"epoch-{epoch + 1:03d}", provenance=prov))
                 if best:
-                    paths["best"] = str(save_model(model, out / "best", provenance=prov))
+                    paths["best"] = str(save_model(kept, out / "best", provenance=prov))
                 _log(out, row)
             if best:
                 state["best_iou"] = val["iou"]
             if rank == 0:
-                _save_state(out, model, opt, sched, scaler, aug_gen, state, config)
+                _save_state(out, model, opt, sched, scaler, aug_gen, state, config, ema)
             yield Progress((epoch + 1) * steps, total, f"epoch {epoch + 1}: loss {row['train_loss']:.4f}, val IoU "
                            f"{val['iou']:.3f} (prize-style {val['iou_prize']:.3f})",
                            {"kind": "epoch", **row, "best": best, "checkpoints": paths})  # fmt: skip
@@ -410,10 +452,35 @@ def _resume_key(config: TrainConfig) -> dict:
     return {k: v for k, v in config.to_dict().items() if k not in ("epochs", "device", "cache", "trusted")}
 
 
-def _save_state(out, model, opt, sched, scaler, aug_gen, state, config) -> None:
+def _recalibrate_bn(net, reader, train_p, config, device, epoch, scale) -> None:
+    """Measure the BatchNorm statistics of ``net`` (the averaged weights) afresh: a cumulative
+    average over ``bn_batches`` un-augmented training batches, the same on every process, with
+    everything but the BatchNorm layers in eval mode (no dropout)."""
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    net.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average
+        m.train()
+    order = np.random.default_rng([config.seed, epoch, 2]).permutation(len(train_p))
+    with torch.no_grad():
+        for idx in _batches(order, config.batch_size, config.bn_batches):
+            x = torch.from_numpy(reader.read(train_p, idx)).to(device).float().mul_(scale)[:, None]
+            net(x.contiguous(memory_format=torch.channels_last_3d))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    net.eval()
+
+
+def _save_state(out, model, opt, sched, scaler, aug_gen, state, config, ema=None) -> None:
     blob = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "scaler": scaler.state_dict(), "aug_rng": aug_gen.get_state(), "torch_rng": torch.get_rng_state(),
             "config": json.loads(json.dumps(_resume_key(config))), **state}  # fmt: skip
+    if ema is not None:
+        blob["ema"] = ema.state_dict()
     with atomic_path(out / STATE) as tmp:
         torch.save(blob, tmp)
 
