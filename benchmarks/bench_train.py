@@ -6,7 +6,7 @@ for validation (every usable patch on the prize's 64 px grid, kept pixels). The 
 configuration of the prize architecture trains with the prize's loss, AdamW, clipping and cosine
 schedule; what differs from the prize is chosen for ten CPU minutes: the training patches come
 from a 16 px grid (``--stride``; the prize: 64), the cosine runs over ``--epochs`` epochs of
-``--steps-per-epoch`` steps, batch 4, learning rate 1e-2, fp32, no augmentations
+``--steps-per-epoch`` steps, batch 4, learning rate 3e-3, fp32, no augmentations
 (``--augment`` turns the prize's on): ``CPU_DEMO`` of the training loop, which ``phoenix demo``
 uses too. The run stops cleanly after ``--minutes`` (after the
 current step, then validates) or when the epochs are done. The goal (issue 6): IoU >= 0.6 on the
@@ -66,7 +66,7 @@ def run(args) -> dict:
     config = TrainConfig(out=str(work / "run"), model=CPU_DEMO["model"], epochs=args.epochs, batch_size=args.batch,
                          lr=args.lr, stride=args.stride, steps_per_epoch=args.steps_per_epoch,
                          t_max=args.t_max or args.epochs, val_chunks=("phantom_02",), device="cpu", augment=args.augment,
-                         cache="memory", seed=args.seed, precision=args.precision)  # fmt: skip
+                         depth_shift=args.depth_shift, ema=args.ema, cache="memory", seed=args.seed, precision=args.precision)  # fmt: skip
     stop, t0, curve, steps, info = threading.Event(), time.perf_counter(), [], 0, {}
     for ev in iter_train(config, srcs, stop=stop):
         r = ev.result or {}
@@ -135,6 +135,10 @@ def main() -> None:
     ap.add_argument("--augment", action="store_true",
                     help="the prize's augmentations (off by default: with them the demo network stays at the ink "
                          "prior for the whole 10 minutes)")
+    ap.add_argument("--depth-shift", type=int, default=CPU_DEMO.get("depth_shift", 0),
+                    help="move each training window by up to this many layers (0: off, the prize)")
+    ap.add_argument("--ema", type=float, default=CPU_DEMO.get("ema", 0.0),
+                    help="decay of a moving average of the weights (0: off, the prize)")
     ap.add_argument("--phantom-seed", type=int, default=0, help="0: the bundled sample segment's")
     ap.add_argument("--phantom", default="{}", help="phantom parameters to change, as JSON")
     ap.add_argument("--precision", default=CPU_DEMO["precision"],

@@ -46,7 +46,9 @@ def test_demo_trains_the_demo_network_and_predicts_the_segment(tmp_path, capsys,
     printed = capsys.readouterr().out
     assert "best validation IoU" in printed and str(out / "prediction.zarr") in printed
     info = read_model_info(out / "run" / "best.json")
-    assert info["provenance"]["train_config"]["stride"] == 16 and info["provenance"]["train_config"]["lr"] == 1e-2
+    from napari_phoenix.core.train.loop import CPU_DEMO
+
+    assert info["provenance"]["train_config"]["stride"] == 16 and info["provenance"]["train_config"]["lr"] == CPU_DEMO["lr"] == 3e-3
     store = zarr.open_group(str(out / "prediction.zarr"), mode="r")
     composite = np.asarray(store["composite"])
     assert composite.shape == (1024, 1536) and composite.max() > 0  # predicted inside the papyrus

@@ -250,3 +250,21 @@ def test_bad_parameters_say_what_is_wrong(overrides, message, tmp_path):
         make_phantom(tmp_path / "seg", **overrides)
     assert isinstance(err.value, PhoenixError) and isinstance(err.value, ValueError)
     assert not (tmp_path / "seg").exists()
+
+
+def test_the_surface_wanders_about_the_middle_with_the_same_spread_everywhere():
+    """Version 4: the bundled segment's halves (the training and held-out chunks of bench_train)
+    show the same spread of surface depths, so a held-out chunk's ink lies at depths the other
+    chunk shows too (version 3 drifted by whole regions: its halves' ink lay two layers apart)."""
+    params = PhantomParams()
+    arrays = phantom_arrays(params, ink_strength=0.0, ink_smoothing=0.0)
+    surface = ndi.uniform_filter(arrays["layers"].astype(np.float32), (1, 31, 31)).argmax(0)
+    inside = ndi.binary_erosion(arrays["mask"], iterations=20)
+    half = params.width // 2
+    spreads = []
+    for part in (np.s_[:, :half], np.s_[:, half:]):
+        depth = surface[part][inside[part]]
+        lo, mid, hi = np.percentile(depth, [5, 50, 95])
+        assert abs(mid - (params.layers - 1) / 2) <= 1 and 2 <= hi - lo <= 6  # about the middle, a few layers
+        spreads.append((lo, hi))
+    assert abs(spreads[0][0] - spreads[1][0]) <= 1 and abs(spreads[0][1] - spreads[1][1]) <= 1

@@ -3,8 +3,10 @@
 ``DEST/layers/00.tif ...`` (uncompressed 8- or 16-bit), ``mask.png``,
 ``label.png``, ``ignore.png`` (L mode, 0 / 255) and ``phantom.json``
 (parameters, seed, version). Papyrus is two crossed sheets of long fibres,
-horizontal in front of the surface and vertical behind it; the surface drifts
-in depth, so the brightest layer changes smoothly across the image, and layers
+horizontal in front of the surface and vertical behind it; the surface wanders
+in depth about the middle layer (about a layer either way, over ~100 px, the same
+spread in every part of the segment), so the brightest layer changes smoothly
+across the image, and layers
 far from it are dark and noisy. Outside the ragged papyrus mask every layer is
 0. Ink is rows of pseudo-Greek letters lying on the papyrus surface (or on
 fixed ``ink_layers``), as some brightening and a smoother fibre texture fading
@@ -30,7 +32,8 @@ from .atomic import atomic_path
 from .errors import LayerStackError
 from .progress import Progress
 
-PHANTOM_VERSION = 3  # 2: ink on the surface, stronger, larger letters; 3: letters and pen widths of real labels
+PHANTOM_VERSION = 4  # 2: ink on the surface, stronger, larger letters; 3: letters and pen widths of real labels;
+# 4: the surface wanders about the middle layer (std ~1 layer over ~100 px) instead of drifting by whole regions
 _BAND = 512  # rows per band; fixed, as it is part of the noise stream
 _BASE, _PEAK = 0.14, 0.58  # brightness far from / at the papyrus surface (0..1)
 _TEXTURE, _NOISE = 0.22, 0.035  # fibre contrast (relative) and scanner noise (absolute)
@@ -471,8 +474,11 @@ def _fields(p: PhantomParams) -> dict[str, np.ndarray]:
     th[m : m + h] += 0.4 * mottle
     tv[:, m : m + w] += 0.4 * mottle
     del mottle
-    depth = _smooth(_rng(p, 4), (h, w), 200)
-    depth *= 0.09 * p.layers
+    # the surface wanders about the middle layer, as in a surface volume sampled around its
+    # segmented sheet: std 0.05 x layers (1 layer of 21) over ~100 px, so every part of a
+    # segment (and every chunk) shows the same spread of depths
+    depth = _smooth(_rng(p, 4), (h, w), 100)
+    depth *= 0.05 * p.layers
     depth += (p.layers - 1) / 2
     return {"mask": mask, "label": label, "ignore": ignore, "alpha": alpha,
             "th": th, "tv": tv, "depth": depth}
