@@ -307,11 +307,10 @@ def test_the_cpu_tile_views_are_the_gpu_batch(tta):
     band = data[lay, i0 * step : 3 * step + 128]
     tiles = data[lay].unfold(1, 128, step).unfold(2, 128, step)
     gpu = engine._batch(tiles[:, [i] * 5, list(range(c0, c1))].transpose(0, 1), 14).clone().chunk(tta + 1)
-    for k in range(tta + 1):
-        f = engine._variant(TTA_VARIANTS[k](band), 14, slot=k % 3)
+    for k, f in engine._band_variants(band, tta + 1, 14):
         view, back = engine._tile_view(f, k, (i - i0) * step, c0, c1, step)
         assert view.shape == (5, 1, 16, 128, 128)
-        assert view.data_ptr() == engine._flat[k % 3].data_ptr() + 4 * view.storage_offset()  # no copy
+        assert view.data_ptr() == engine._flat[(0, 1, 0, 2)[k]].data_ptr() + 4 * view.storage_offset()  # no copy
         got = view.flip(0) if back else view
         assert torch.equal(got, gpu[k]) and not got[:, :, 14:].any()
         tile = data[lay, i * step : i * step + 128, 4 * step : 4 * step + 128].float() * np.float32(1 / 255)

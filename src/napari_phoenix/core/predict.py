@@ -217,6 +217,23 @@ class _Engine:
             f32[k * b : (k + 1) * b, 0, :layers].copy_(TTA_VARIANTS[k](tiles))
         return f32.mul_(self.scale)
 
+    def _band_variants(self, band: Any, n_var: int, layers: int) -> Iterator[tuple[int, Any]]:
+        """CPU: ``(k, f)`` for the first ``n_var`` TTA variants of a uint8 band ``(L, hb, W)``: ``f``
+        the variant as scaled float32 ``(16, hb, W)`` (``(16, W, hb)`` for the rotation), in buffers
+        kept between bands. rot90 of the band is the transpose of its horizontal flip, so the flip
+        keeps a buffer of its own until the rotation is copied from it (already scaled)."""
+        from .tiling import TTA_VARIANTS
+
+        flipped = None
+        for k in range(n_var):
+            if k == 3:
+                f = self._buffer_view(2, (WINDOW_LAYERS, *flipped.shape[:0:-1]))
+                f.copy_(flipped.transpose(-2, -1))
+            else:
+                f = self._variant(TTA_VARIANTS[k](band), layers, slot=int(k == 1))  # a uint8 copy at most
+                flipped = f if k == 1 else flipped
+            yield k, f
+
     def _variant(self, band: Any, layers: int, slot: int = 0) -> Any:
         """CPU: a uint8 band of a TTA variant ``(L, a, b)`` as scaled float32 ``(16, a, b)``, in buffer
         ``slot`` (kept between bands: a fresh one would cost more in page faults); layers past
@@ -253,14 +270,14 @@ class _Engine:
         """CPU: the TTA-averaged maps ``(rows, cols, 32, 32)`` of the used tiles, the model fed views.
 
         Tile rows go in bands of about ``_CPU_BAND_BYTES`` of float input. Each TTA variant of a
-        band (flipped or turned in uint8) is converted to float32 once; every tile of it is then a
-        view, and a run of neighbouring used tiles of a row is one strided view ``(n, 1, 16, 128, 128)`` whose
-        tiles overlap in memory: the input is never copied tile by tile (with the prize's
-        stride 8 a pixel lies in 64 tiles), so the engine's cost no longer grows with the
-        overlap. Variants are added in the prize's order, then divided: the same numbers as
-        :func:`~.tiling.tta_average`. The model must not write into its input.
+        band is converted to float32 once (:meth:`_band_variants`); every tile of it is then a
+        view, and a run of neighbouring used tiles of a row is one strided view
+        ``(n, 1, 16, 128, 128)`` whose tiles overlap in memory: the input is never copied tile by
+        tile (with the prize's stride 8 a pixel lies in 64 tiles), so the engine's cost no longer
+        grows with the overlap. Variants are added in the prize's order, then divided: the same
+        numbers as :func:`~.tiling.tta_average`. The model must not write into its input.
         """
-        from .tiling import TTA_UNDO, TTA_VARIANTS
+        from .tiling import TTA_UNDO
 
         torch, p = self.torch, self.params
         n_var, per_call = p.tta + 1, max(1, p.batch_size)
@@ -275,14 +292,8 @@ class _Engine:
             runs = [(i, a, b) for i in range(i0, i1) for a, b in _runs(used[i])]
             if not runs:
                 continue
-            band, flipped = data[lay, i0 * step : (i1 - 1) * step + TILE], None
-            for k in range(n_var):
-                if k == 3:  # rot90 of the band is the transpose of its horizontal flip (already scaled)
-                    f = self._buffer_view(2, (WINDOW_LAYERS, *flipped.shape[:0:-1]))
-                    f.copy_(flipped.transpose(-2, -1))
-                else:  # the horizontal flip keeps a buffer of its own until then
-                    f = self._variant(TTA_VARIANTS[k](band), layers, slot=int(k == 1))  # a uint8 copy at most
-                    flipped = f if k == 1 else flipped
+            band = data[lay, i0 * step : (i1 - 1) * step + TILE]
+            for k, f in self._band_variants(band, n_var, layers):
                 for i, a, b in runs:
                     for c0 in range(a, b, per_call):
                         if self.cancel is not None and self.cancel.is_set():
@@ -315,16 +326,17 @@ class _Engine:
             empty = torch.zeros((len(ri), len(rj), 32, 32), device=self.device)
             return {w: blend(region, empty, used_t, self.weight) for w in layout}
         data = torch.from_numpy(block).to(self.device)
+        if self.device.type == "cpu":
+            for w, rows in layout.items():
+                have = [r for r in rows if r is not None]  # consecutive positions in ``block``
+                maps = self._maps_cpu(data, slice(have[0], have[-1] + 1), len(have), used, region.step)
+                out[w] = blend(region, maps, used_t, self.weight)
+            return out
         ii, jj = (torch.from_numpy(a).to(self.device) for a in np.nonzero(used))
         per_call = max(1, p.batch_size // (p.tta + 1))
-        cpu = self.device.type == "cpu"
         for w, rows in layout.items():
             have = [r for r in rows if r is not None]  # consecutive positions in ``block``
             lay = slice(have[0], have[-1] + 1)
-            if cpu:
-                maps = self._maps_cpu(data, lay, len(have), used, region.step)
-                out[w] = blend(region, maps, used_t, self.weight)
-                continue
             # (L, ni, nj, 128, 128): views of every tile of these layers; a batch gathers the used ones
             tiles = data[lay].unfold(1, TILE, region.step).unfold(2, TILE, region.step)
             maps = torch.zeros((len(ri), len(rj), 32, 32), dtype=torch.float32, device=self.device)
