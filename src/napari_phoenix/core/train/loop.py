@@ -433,7 +433,7 @@ def _validate(ddp_model, model, reader, val_p, config, device, precision, scale)
     with torch.no_grad():
         for i in range(0, len(idx_all), config.batch_size):
             idx = idx_all[i : i + config.batch_size]
-            x = torch.from_numpy(reader.read(val_p, idx)).to(device).float().mul_(scale)[:, None]
+            x = _model_input(reader, val_p, idx, device, scale)
             ink, keep = (torch.from_numpy(a).to(device) for a in val_p.targets(idx))
             with _autocast(device, precision):
                 logits = model(x)
@@ -452,6 +452,11 @@ def _resume_key(config: TrainConfig) -> dict:
     return {k: v for k, v in config.to_dict().items() if k not in ("epochs", "device", "cache", "trusted")}
 
 
+def _model_input(reader, patches, idx, device, scale) -> torch.Tensor:
+    """The un-augmented float input ``(B, 1, 16, 128, 128)`` of patches ``idx`` on ``device``, at ``first_layer``."""
+    return torch.from_numpy(reader.read(patches, idx)).to(device).float().mul_(scale)[:, None]
+
+
 def _recalibrate_bn(net, reader, train_p, config, device, epoch, scale) -> None:
     """Measure the BatchNorm statistics of ``net`` (the averaged weights) afresh: a cumulative
     average over ``bn_batches`` un-augmented training batches, the same on every process, with
@@ -468,8 +473,7 @@ def _recalibrate_bn(net, reader, train_p, config, device, epoch, scale) -> None:
     order = np.random.default_rng([config.seed, epoch, 2]).permutation(len(train_p))
     with torch.no_grad():
         for idx in _batches(order, config.batch_size, config.bn_batches):
-            x = torch.from_numpy(reader.read(train_p, idx)).to(device).float().mul_(scale)[:, None]
-            net(x.contiguous(memory_format=torch.channels_last_3d))
+            net(_model_input(reader, train_p, idx, device, scale).contiguous(memory_format=torch.channels_last_3d))
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
     net.eval()
