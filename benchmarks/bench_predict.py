@@ -68,31 +68,22 @@ class Timed:
         return out
 
 
-def model_alone(patches: int, batch: int) -> float:
-    """Seconds of the trivial model alone over ``patches`` patches of a ready float32 batch: its own
-    arithmetic (it reads every input value), which any engine pays whatever it does."""
-    x = torch.rand((batch, 1, 16, 128, 128), generator=torch.Generator().manual_seed(0))
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for _ in range(-(-patches // batch)):
-            trivial_model(x)
-    return time.perf_counter() - t0
+def model_floor(patches: int, batch: int, make_input: bool) -> float:
+    """Seconds of the trivial model over ``patches`` patches in batches of ``batch``.
 
-
-def input_floor(patches: int, batch: int) -> float:
-    """Seconds to make the float32 input of ``patches`` patches from already cut uint8 ones and run the model.
-
-    What an engine that copies every patch (each TTA variant) into a float32 batch
-    ``(B, 1, 16, 128, 128)`` must do at least (the engine before it fed the model views):
-    no cutting, flipping, masking or blending.
+    ``make_input`` False: the model alone on a ready float32 batch, its own arithmetic (it reads
+    every input value), which any engine pays whatever it does. True: each batch is first written
+    as float32 from already cut uint8 patches and scaled by 1/255, what an engine that copies
+    every patch (each TTA variant) into a batch must do at least (the engine before it fed the
+    model views): no cutting, flipping, masking or blending.
     """
     u8 = torch.randint(0, 256, (batch, 1, 16, 128, 128), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    f32 = torch.empty(u8.shape, dtype=torch.float32)
+    f32 = u8.float()
     scale = torch.tensor(1 / 255, dtype=torch.float32)
     t0 = time.perf_counter()
     with torch.no_grad():
         for _ in range(-(-patches // batch)):
-            trivial_model(f32.copy_(u8).mul_(scale))
+            trivial_model(f32.copy_(u8).mul_(scale) if make_input else f32)
     return time.perf_counter() - t0
 
 
@@ -185,8 +176,8 @@ def engine_overhead(args) -> dict:
         t_engine = min(t_engine, best_of(lambda: predict_window(stack, trivial_model, mask, stride=args.stride,
                                                                 tta=args.tta, batch_size=args.batch, device="cpu"),
                                          args.repeats - 1)[0])  # fmt: skip
-    floor = min(input_floor(patches, args.floor_batch) for _ in range(2))
-    alone = min(model_alone(patches, args.floor_batch) for _ in range(2))
+    floor = min(model_floor(patches, args.floor_batch, make_input=True) for _ in range(2))
+    alone = min(model_floor(patches, args.floor_batch, make_input=False) for _ in range(2))
     t_free, c = best_of(lambda: predict_window(stack, free_model, mask, stride=args.stride, tta=args.tta,
                                                batch_size=args.batch, device="cpu"), args.repeats)  # fmt: skip
     t_free_prize, d = best_of(lambda: prize_loop(stack, mask, free_model, args.stride, args.tta), args.prize_repeats)

@@ -301,7 +301,7 @@ def test_the_cpu_tile_views_are_the_gpu_batch(tta):
     data = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (18, 300, 420), dtype=np.uint8))
     lay, step = slice(1, 15), 32  # 14 layers: the deep padding must stay 0
     engine = _Engine.__new__(_Engine)
-    engine.torch, engine.device, engine._f32, engine._flat = torch, torch.device("cpu"), None, [None, None, None]
+    engine.torch, engine.device, engine._flat = torch, torch.device("cpu"), [None] * 4
     engine.params, engine.scale = SimpleNamespace(tta=tta), torch.tensor(1 / 255, dtype=torch.float32)
     i0, i, (c0, c1) = 1, 2, (2, 7)  # a band of tile rows 1..3 (of 6); tiles 2..6 of row 2 (of 10)
     band = data[lay, i0 * step : 3 * step + 128]

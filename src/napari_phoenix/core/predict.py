@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import datetime as _dt
 import json
+import math
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -189,16 +190,14 @@ class _Engine:
         self.scale = torch.tensor(1 / 255, dtype=torch.float32, device=self.device)
         self.patches = 0
         self.cancel = cancel
-        self._f32 = None
-        self._flat, self._maps = [None, None, None], None  # the CPU path's float band and tile map buffers
+        # float buffers kept between batches (fresh tensors of this size cost more in page faults than
+        # the arithmetic): 0-2 the CPU path's bands, 3 the GPU path's batch; and the CPU path's tile maps
+        self._flat, self._maps = [None] * 4, None
 
     def _buffer(self, rows: int, layers: int) -> Any:
-        """The float input buffer, kept between batches (a fresh tensor of this size costs more
-        in page faults than the arithmetic); the layers past ``layers`` hold 0.0."""
-        if self._f32 is None or self._f32.shape[0] < rows:
-            self._f32 = self.torch.zeros((rows, 1, WINDOW_LAYERS, TILE, TILE), dtype=self.torch.float32,
-                                         device=self.device)  # fmt: skip
-        f32 = self._f32[:rows]
+        """The float input batch ``(rows, 1, 16, 128, 128)`` in a kept buffer; the layers past
+        ``layers`` hold 0.0."""
+        f32 = self._buffer_view(3, (rows, 1, WINDOW_LAYERS, TILE, TILE))
         if layers < WINDOW_LAYERS:
             f32[:, 0, layers:].zero_()
         return f32
@@ -244,11 +243,11 @@ class _Engine:
             f[layers:].zero_()
         return f
 
-    def _buffer_view(self, slot: int, shape: tuple[int, int, int]) -> Any:
-        """A float32 view of CPU buffer ``slot``, grown when too small."""
-        need = shape[0] * shape[1] * shape[2]
+    def _buffer_view(self, slot: int, shape: tuple[int, ...]) -> Any:
+        """A float32 view ``shape`` of kept buffer ``slot`` on the device, grown when too small."""
+        need = math.prod(shape)
         if self._flat[slot] is None or self._flat[slot].numel() < need:
-            self._flat[slot] = self.torch.zeros(need, dtype=self.torch.float32)
+            self._flat[slot] = self.torch.zeros(need, dtype=self.torch.float32, device=self.device)
         return self._flat[slot][:need].view(shape)
 
     @staticmethod

@@ -97,9 +97,19 @@ def test_a_moving_average_of_the_weights_validates_and_is_saved_with_its_own_bat
     stats = [k for k in saved if k.endswith("running_var")]
     assert stats and not all(torch.equal(saved[k], raw[k]) for k in stats)
     assert all(int(saved[k.replace("running_var", "num_batches_tracked")]) == 2 for k in stats)  # bn_batches
-    net = load_model(tmp_path / "run" / "epoch-002.json").eval()
-    norm = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d))
-    assert norm.momentum == 0.1  # restored after the cumulative measurement
+    # the measurement itself: a cumulative average over bn_batches batches, then the momentum and eval mode back
+    from napari_phoenix.core.model.config import ModelConfig
+    from napari_phoenix.core.model.network import InkNet
+    from napari_phoenix.core.train.dataset import PatchReader, build_patches
+    from napari_phoenix.core.train.loop import _recalibrate_bn
+
+    src = _source()
+    net, patches = InkNet(ModelConfig.demo()), build_patches([src], 3)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    _recalibrate_bn(net, PatchReader([src], 5), patches, _config(tmp_path / "x", bn_batches=3), torch.device("cpu"),
+                    0, torch.tensor(1 / 255))  # fmt: skip
+    assert not net.training and all(m.momentum == 0.1 and int(m.num_batches_tracked) == 3 for m in norms)
+    assert not all(torch.equal(m.running_var, torch.ones_like(m.running_var)) for m in norms)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["ema"] == 0.5
     for bad in ({"ema": 1.0}, {"bn_batches": 0}, {"depth_shift": -1}):
         with pytest.raises(TrainError):
