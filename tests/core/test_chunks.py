@@ -105,6 +105,20 @@ def test_rerun_redoes_missing_truncated_and_corrupt_files(segment):
         np.testing.assert_array_equal(tifffile.imread(layers / f"{n:02d}.tif"), lut[data[n - 2, :, 100:200]])
 
 
+def test_a_rerun_removes_the_temporary_files_an_interrupted_run_left(segment):
+    """A kill during the manifest's or the mask's atomic write leaves its temporary file in the
+    chunk folder itself (not in layers/): the next run removes those too."""
+    root, _, _ = segment
+    nx.split_segment(root, chunk_width=100, workers=1)
+    chunk = root / "parts_contrasted" / "seg_02"
+    stale = [chunk / "..phoenix-split.k1ll3d.partial.json", chunk / ".mask.k1ll3d.partial.png",
+             chunk / "layers" / ".04.k1ll3d.partial.tif"]  # fmt: skip
+    for path in stale:
+        path.write_bytes(b"half")
+    assert nx.split_segment(root, chunk_width=100, workers=1) == []  # nothing to redo
+    assert not any(path.exists() for path in stale)
+
+
 def test_interrupted_run_leaves_no_complete_looking_file_and_resumes(tmp_path):
     """Kill a real export mid-way; every file under its final name must be whole."""
     root = nx.make_phantom(tmp_path / "big", height=600, width=2400, layers=12, dtype="uint16", seed=1)

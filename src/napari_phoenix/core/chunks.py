@@ -274,8 +274,9 @@ def iter_split(params: SplitParams) -> Iterator[Progress]:
         settings = _settings(params, chunk, stack.shape, stack.dtype)
         files = _check_target(chunk, settings, params.overwrite)
         (chunk.folder / "layers").mkdir(parents=True, exist_ok=True)
-        for stale in (chunk.folder / "layers").glob(".*.partial*"):
-            stale.unlink()  # left by an interrupted run
+        for folder in (chunk.folder, chunk.folder / "layers"):  # the manifest and mask, the layers
+            for stale in folder.glob(".*.partial*"):
+                stale.unlink()  # a temporary file left by an interrupted run
         done_files[chunk.id] = {"settings": settings, "files": files, "version": __version__}
 
     # what is left to do, per layer
