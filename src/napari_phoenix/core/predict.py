@@ -34,6 +34,9 @@ from .tiling import TILE, Region, check_settings, plan_regions
 
 WINDOW_LAYERS = 16  #: layers per model input
 _CPU_BAND_BYTES = 48 << 20  #: float input converted at a time on a CPU (a band of tile rows)
+#: band rows transposed per copy when the CPU path turns a band: a whole-band transposed copy reads
+#: each value from another page (about 2.3x slower on the benchmark's 16 x 352 x 2,048 band)
+_TURN_ROWS = 8
 ZARR_CHUNK = 1024
 
 
@@ -162,7 +165,8 @@ def read_layers(data: Any, rows: list[int], box: tuple[slice, slice], ranges: di
     min-max scaled with ``ranges[index] = (min, max)`` of their whole layer (see :func:`uint16_ranges`)."""
     block = data[rows[0] : rows[-1] + 1, box[0], box[1]]
     block = np.asarray(block.compute() if hasattr(block, "compute") else block)
-    block = block[[r - rows[0] for r in rows]]
+    if rows != list(range(rows[0], rows[-1] + 1)) or not block.flags.writeable:  # else a view will do
+        block = block[[r - rows[0] for r in rows]]
     if block.dtype == np.uint16:
         block = np.stack([to_uint8(b, *ranges[r]) for b, r in zip(block, rows, strict=True)])
     return block
@@ -191,8 +195,9 @@ class _Engine:
         self.patches = 0
         self.cancel = cancel
         # float buffers kept between batches (fresh tensors of this size cost more in page faults than
-        # the arithmetic): 0-2 the CPU path's bands, 3 the GPU path's batch; and the CPU path's tile maps
-        self._flat, self._maps = [None] * 4, None
+        # the arithmetic): 0-2 the CPU path's bands, 3 the GPU path's batch, 4-5 the CPU path's logits and
+        # sums of a band; and the CPU path's tile maps (columns last)
+        self._flat, self._maps = [None] * 6, None
 
     def _buffer(self, rows: int, layers: int) -> Any:
         """The float input batch ``(rows, 1, 16, 128, 128)`` in a kept buffer; the layers past
@@ -220,14 +225,16 @@ class _Engine:
         """CPU: ``(k, f)`` for the first ``n_var`` TTA variants of a uint8 band ``(L, hb, W)``: ``f``
         the variant as scaled float32 ``(16, hb, W)`` (``(16, W, hb)`` for the rotation), in buffers
         kept between bands. rot90 of the band is the transpose of its horizontal flip, so the flip
-        keeps a buffer of its own until the rotation is copied from it (already scaled)."""
+        keeps a buffer of its own until the rotation is copied from it (already scaled, a few rows
+        at a time). Turning the flip's uint8 copy instead was faster alone but slower in the run."""
         from .tiling import TTA_VARIANTS
 
         flipped = None
         for k in range(n_var):
             if k == 3:
                 f = self._buffer_view(2, (WINDOW_LAYERS, *flipped.shape[:0:-1]))
-                f.copy_(flipped.transpose(-2, -1))
+                for r in range(0, flipped.shape[1], _TURN_ROWS):
+                    f[:, :, r : r + _TURN_ROWS].copy_(flipped[:, r : r + _TURN_ROWS].transpose(-2, -1))
             else:
                 f = self._variant(TTA_VARIANTS[k](band), layers, slot=int(k == 1))  # a uint8 copy at most
                 flipped = f if k == 1 else flipped
@@ -266,47 +273,57 @@ class _Engine:
         return f.as_strided((n, 1, WINDOW_LAYERS, TILE, TILE), (step, f.numel(), hb * w, w, 1), yy * w + x), back
 
     def _maps_cpu(self, data: Any, lay: slice, layers: int, used: np.ndarray, step: int) -> Any:
-        """CPU: the TTA-averaged maps ``(rows, cols, 32, 32)`` of the used tiles, the model fed views.
+        """CPU: the TTA-averaged maps of the used tiles, columns last ``(rows, 32, 32, cols)`` and 0.0
+        at unused tiles (:func:`~.tiling.columns_last`), the model fed views.
 
         Tile rows go in bands of about ``_CPU_BAND_BYTES`` of float input. Each TTA variant of a
         band is converted to float32 once (:meth:`_band_variants`); every tile of it is then a
         view, and a run of neighbouring used tiles of a row is one strided view
         ``(n, 1, 16, 128, 128)`` whose tiles overlap in memory: the input is never copied tile by
         tile (with the prize's stride 8 a pixel lies in 64 tiles), so the engine's cost no longer
-        grows with the overlap. Variants are added in the prize's order, then divided: the same
-        numbers as :func:`~.tiling.tta_average`. The model must not write into its input.
+        grows with the overlap. A model call only stores its logits (in the variant's tile order);
+        the sigmoid, the variant's inverse and the sum are then done once per band and variant, in
+        the prize's variant order, then divided: the same numbers as :func:`~.tiling.tta_average`.
+        The model must not write into its input.
         """
-        from .tiling import TTA_UNDO
+        from .tiling import OUT, columns_last
 
         torch, p = self.torch, self.params
         n_var, per_call = p.tta + 1, max(1, p.batch_size)
         n_i, n_j = used.shape
         width = data.shape[-1]
-        if self._maps is None or self._maps.numel() < n_i * n_j * 32 * 32:  # kept: unused tiles are never read
-            self._maps = torch.empty(n_i * n_j * 32 * 32, dtype=torch.float32)
-        maps = self._maps[: n_i * n_j * 32 * 32].view(n_i, n_j, 32, 32)
+        if self._maps is None or self._maps.numel() < n_i * n_j * OUT * OUT:  # kept between regions
+            self._maps = torch.empty(n_i * n_j * OUT * OUT, dtype=torch.float32)
+        maps = self._maps[: n_i * n_j * OUT * OUT].view(n_i, OUT, OUT, n_j)
+        used_t = torch.from_numpy(used)
         rows_per_band = max(1, (_CPU_BAND_BYTES // (4 * WINDOW_LAYERS * width) - TILE) // step + 1)
         for i0 in range(0, n_i, rows_per_band):
             i1 = min(n_i, i0 + rows_per_band)
-            runs = [(i, a, b) for i in range(i0, i1) for a, b in _runs(used[i])]
+            runs = [(i - i0, a, b) for i in range(i0, i1) for a, b in _runs(used[i])]
             if not runs:
+                maps[i0:i1] = 0.0
                 continue
             band = data[lay, i0 * step : (i1 - 1) * step + TILE]
+            # the band's sum of maps (the identity's logits are stored there), and a variant's logits with
+            # its tiles in its order; never-used tiles hold anything until columns_last puts 0.0 there
+            total = self._buffer_view(5, (i1 - i0, n_j, OUT, OUT))
+            logits = self._buffer_view(4, (i1 - i0, n_j, OUT, OUT))
             for k, f in self._band_variants(band, n_var, layers):
+                into = total if k == 0 else logits
                 for i, a, b in runs:
                     for c0 in range(a, b, per_call):
                         if self.cancel is not None and self.cancel.is_set():
                             raise Cancelled("prediction cancelled")
                         c1 = min(b, c0 + per_call)
-                        x, back = self._tile_view(f, k, (i - i0) * step, c0, c1, step)
-                        probs = torch.sigmoid(self.fn(x).float())
-                        probs = TTA_UNDO[k](probs.flip(0) if back else probs)
-                        if k == 0:
-                            maps[i, c0:c1] = probs
-                        else:
-                            maps[i, c0:c1] += probs
+                        x, back = self._tile_view(f, k, i * step, c0, c1, step)
+                        (into[i, n_j - c1 : n_j - c0] if back else into[i, c0:c1]).copy_(self.fn(x))
                         self.patches += c1 - c0
-        return maps.div_(n_var) if p.tta else maps
+                if k == 0:
+                    total.sigmoid_()
+                else:
+                    total += _undo_band(logits.sigmoid_(), k)
+            columns_last(total.div_(n_var) if p.tta else total, used_t[i0:i1], out=maps[i0:i1])
+        return maps
 
     def release(self) -> None:
         """Free the GPU memory cached by this run (after a cancel or at the end)."""
@@ -315,7 +332,7 @@ class _Engine:
 
     def region(self, region: Region, block: np.ndarray, used: np.ndarray, layout: dict) -> dict[int, Any]:
         """Every window's map of ``region`` (float32 tensors on the device)."""
-        from .tiling import blend, tta_average
+        from .tiling import blend, blend_columns_last, tta_average
 
         torch, p = self.torch, self.params
         ri, rj = region.valid_tiles()
@@ -329,7 +346,7 @@ class _Engine:
             for w, rows in layout.items():
                 have = [r for r in rows if r is not None]  # consecutive positions in ``block``
                 maps = self._maps_cpu(data, slice(have[0], have[-1] + 1), len(have), used, region.step)
-                out[w] = blend(region, maps, used_t, self.weight)
+                out[w] = blend_columns_last(region, maps, used_t, self.weight)
             return out
         ii, jj = (torch.from_numpy(a).to(self.device) for a in np.nonzero(used))
         per_call = max(1, p.batch_size // (p.tta + 1))
@@ -351,6 +368,19 @@ class _Engine:
         return out
 
 
+def _undo_band(probs: Any, k: int) -> Any:
+    """A band's maps ``(rows, cols, 32, 32)`` of TTA variant ``k``, its tiles in the variant's order
+    (the flips and the rotation reverse each row's tiles), back in the image's orientation and
+    order: ``TTA_UNDO[k]`` of each tile, in one copy at most."""
+    if k == 1:
+        return probs.flip(1, -1)
+    if k == 2:
+        return probs.flip(-2)
+    if k == 3:
+        return probs.flip(1, -2).transpose(-2, -1)  # rot90(3) = flip rows, transpose
+    return probs
+
+
 def _runs(row: np.ndarray) -> list[tuple[int, int]]:
     """``[start, stop)`` of each run of True in a 1-D bool array."""
     edges = np.flatnonzero(np.diff(np.concatenate([[False], row, [False]]).astype(np.int8)))
@@ -360,6 +390,8 @@ def _runs(row: np.ndarray) -> list[tuple[int, int]]:
 def _composite(maps: Sequence[Any], how: str) -> Any:
     from .overlay import OverlaySettings, composite
 
+    if len(maps) == 1:  # the mean or maximum of one map is that map
+        return maps[0]
     return composite(maps, OverlaySettings(how=how))
 
 

@@ -34,7 +34,8 @@ from .errors import PhoenixError
 TILE = 128  #: input tile side (px)
 OUT = 32  #: side of the model's output map
 SCALE = TILE // OUT
-_BLOCK_PIXELS = 1 << 18  # output pixels blended at a time (1 MiB per float32 sum)
+_BLOCK_PIXELS = 1 << 20  # output pixels blended at a time (4 MiB per float32 sum; 1 MiB was 20 % slower)
+_TRANSPOSE_COLUMNS = 8  # tile columns per transposed copy in columns_last on a CPU
 TTA_NAMES = ("identity", "horizontal flip", "vertical flip", "rot90")
 
 
@@ -169,38 +170,63 @@ def blend(region: Region, maps: torch.Tensor, used: torch.Tensor, weight: torch.
     torch.Tensor
         float32 ``(y1 - y0, x1 - x0)``.
     """
+    return blend_columns_last(region, columns_last(maps, used), used, weight)
+
+
+def columns_last(maps: torch.Tensor, used: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Tile maps ``(rows, cols, 32, 32)`` as ``(rows, 32, 32, cols)``, 0.0 where ``used`` is False
+    (into ``out`` when given), the layout :func:`blend_columns_last` sums."""
+    n, cols = maps.shape[:2]
+    if out is None:
+        out = torch.empty((n, OUT, OUT, cols), dtype=torch.float32, device=maps.device)
+    zero = torch.zeros((), device=maps.device)
+    flat, src, keep = out.view(n, OUT * OUT, cols), maps.view(n, cols, OUT * OUT), used[:, None]
+    # on a CPU a few columns at a time: the transposed reads then stay on a few pages (about 1.6x faster)
+    chunk = _TRANSPOSE_COLUMNS if maps.device.type == "cpu" else cols
+    for j in range(0, cols, chunk):
+        torch.where(keep[..., j : j + chunk], src[:, j : j + chunk].transpose(1, 2), zero, out=flat[..., j : j + chunk])
+    return out
+
+
+def blend_columns_last(region: Region, maps_t: torch.Tensor, used: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """:func:`blend` of maps already in the layout of :func:`columns_last`: float32
+    ``(len(rows), 32, 32, len(cols))``, 0.0 where ``used`` is False."""
     s, step, q = region.stride, region.step, region.step // SCALE
     (nby, nbx), (ti, tj) = region.nb, region.first_tile
     ri, rj = region.valid_tiles()
-    dev = maps.device
-    pad_t = torch.zeros((nby + s - 1, OUT, OUT, nbx + s - 1), dtype=torch.float32, device=dev)  # tile columns last
-    on = torch.zeros((nby + s - 1, nbx + s - 1), dtype=torch.float32, device=dev)
-    if len(ri) and len(rj):
-        at = (slice(ri.start - ti, ri.stop - ti), slice(rj.start - tj, rj.stop - tj))
-        pad_t[at[0], :, :, at[1]] = torch.where(used[..., None, None], maps, 0.0).permute(0, 2, 3, 1)
-        on[at] = used.float()
+    dev = maps_t.device
+    # the sum is kept as (block row, q, 4, q, 4, block column): the block columns are the innermost,
+    # contiguous axis of the maps and of the sum, so each offset's products are long vector
+    # operations; the pixel layout is made once at the end.
+    total = torch.zeros((nby, q, SCALE, q, SCALE, nbx), dtype=torch.float32, device=dev)
+    on = torch.zeros((nby + s - 1, nbx + s - 1), dtype=torch.float32, device=dev)  # tiles used, padded
     # weight sub-block (a, b) of a tile, split as (32-res row, 4, 32-res column, 4): the x4
     # replication is a broadcast in the product, which is the prize's pred_up * w, element for element.
-    # The sum is kept as (block row, q, 4, q, 4, block column): the block columns are the innermost,
-    # contiguous axis of the maps (transposed once) and of the sum, so each offset's products are long
-    # vector operations; the pixel layout is made once at the end.
     w6 = weight.reshape(s, q, SCALE, s, q, SCALE)
-    total = torch.zeros((nby, q, SCALE, q, SCALE, nbx), dtype=torch.float32, device=dev)
-    rows = max(1, _BLOCK_PIXELS // max(1, nbx * step * step))  # block rows at a time: sums stay in cache
-    prod = torch.empty((min(rows, nby), q, SCALE, q, SCALE, nbx), dtype=torch.float32, device=dev)
-    for r0 in range(0, nby, rows):
-        r1 = min(nby, r0 + rows)
-        for di in range(s):
-            for dj in range(s):
-                a, b = s - 1 - di, s - 1 - dj
-                part = pad_t[r0 + di : r1 + di, a * q : (a + 1) * q, b * q : (b + 1) * q, dj : dj + nbx]
-                tmp = prod[: r1 - r0]
-                torch.mul(part[:, :, None, :, None, :], w6[a, :, :, b, :, :, None], out=tmp)
-                total[r0:r1] += tmp
+    if len(ri) and len(rj):
+        oi, oj = ri.start - ti, rj.start - tj  # block row r at offset di is covered by valid tile r + di - oi
+        on[oi : oi + len(ri), oj : oj + len(rj)] = used.float()
+        rows = max(1, _BLOCK_PIXELS // max(1, nbx * step * step))  # block rows at a time: sums stay in cache
+        prod = torch.empty((min(rows, nby), q, SCALE, q, SCALE, nbx), dtype=torch.float32, device=dev)
+        for r0 in range(0, nby, rows):
+            r1 = min(nby, r0 + rows)
+            for di in range(s):
+                y0, y1 = max(r0, oi - di), min(r1, oi - di + len(ri))  # blocks whose tile exists
+                for dj in range(s):
+                    x0, x1 = max(0, oj - dj), min(nbx, oj - dj + len(rj))
+                    if y0 >= y1 or x0 >= x1:
+                        continue  # no tile here: the prize added +0.0
+                    a, b = s - 1 - di, s - 1 - dj
+                    part = maps_t[y0 + di - oi : y1 + di - oi, a * q : (a + 1) * q, b * q : (b + 1) * q,
+                                  x0 + dj - oj : x1 + dj - oj]  # fmt: skip
+                    tmp = prod[: y1 - y0, ..., : x1 - x0]
+                    torch.mul(part[:, :, None, :, None, :], w6[a, :, :, b, :, :, None], out=tmp)
+                    total[y0:y1, ..., x0:x1] += tmp
     wsum = _weight_sums(on, w6, nby, nbx)
     total = total.permute(0, 1, 2, 5, 3, 4).reshape(nby * step, nbx * step)
     wsum = wsum.permute(0, 2, 3, 1, 4, 5).reshape(nby * step, nbx * step)
-    out = torch.where(wsum > 0, total / torch.where(wsum > 0, wsum, 1.0), 0.0)
+    # where no tile adds, the sum is 0 and stays 0; elsewhere the weight sum is at least exp(-4)
+    out = total.div_(wsum.clamp_min_(torch.finfo(torch.float32).tiny))
     return out[: region.y1 - region.y0, : region.x1 - region.x0]
 
 
