@@ -317,6 +317,30 @@ def test_the_cpu_tile_views_are_the_gpu_batch(tta):
         assert torch.equal(got[2, 0, :14], TTA_VARIANTS[k](tile))  # the third tile, as the prize cuts and scales it
 
 
+@pytest.mark.parametrize("tta", [0, 3])
+def test_the_gathered_batch_path_equals_the_prize_loop(tta, monkeypatch):
+    """The GPU's path (used tiles gathered into batches, then blend) run on the CPU: the same numbers."""
+    from napari_phoenix.core import predict as P
+
+    init = P._Engine.__init__
+
+    def gathered(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.views = False
+
+    def no_views(*args, **kwargs):
+        raise AssertionError("the CPU views path ran")
+
+    monkeypatch.setattr(P._Engine, "__init__", gathered)
+    monkeypatch.setattr(P._Engine, "_maps_cpu", no_views)
+    stack, mask, model = _stack(), _mask(), PixelModel()
+    for stride in (2, 8):
+        expected = prize_loop(stack, model, mask, stride, tta)
+        for region in (256, 4096):
+            got = predict_window(stack, model, mask, stride=stride, tta=tta, batch_size=37, device="cpu", region=region)
+            np.testing.assert_array_equal(got, expected)
+
+
 def test_cpu_runs_of_used_tiles():
     from napari_phoenix.core.predict import _runs
 

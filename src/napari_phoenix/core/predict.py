@@ -194,6 +194,8 @@ class _Engine:
         self.scale = torch.tensor(1 / 255, dtype=torch.float32, device=self.device)
         self.patches = 0
         self.cancel = cancel
+        # a CPU feeds the model views of converted bands (_maps_cpu); a GPU gathers tiles into batches
+        self.views = self.device.type == "cpu"
         # float buffers kept between batches (fresh tensors of this size cost more in page faults than
         # the arithmetic): 0-2 the CPU path's bands, 3 the GPU path's batch, 4-5 the CPU path's logits and
         # sums of a band; and the CPU path's tile maps (columns last)
@@ -342,7 +344,7 @@ class _Engine:
             empty = torch.zeros((len(ri), len(rj), 32, 32), device=self.device)
             return {w: blend(region, empty, used_t, self.weight) for w in layout}
         data = torch.from_numpy(block).to(self.device)
-        if self.device.type == "cpu":
+        if self.views:
             for w, rows in layout.items():
                 have = [r for r in rows if r is not None]  # consecutive positions in ``block``
                 maps = self._maps_cpu(data, slice(have[0], have[-1] + 1), len(have), used, region.step)
