@@ -35,3 +35,15 @@ def test_core_modules_import_without_qt():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_importing_the_package_turns_on_torch_huge_pages_unless_told_otherwise():
+    import os
+
+    code = "import os, napari_phoenix; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "1"
+    kept = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**env, "THP_MEM_ALLOC_ENABLE": "0"})  # fmt: skip
+    assert kept.stdout.strip() == "0"
