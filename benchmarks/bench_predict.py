@@ -33,6 +33,7 @@ import argparse
 import datetime
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -245,7 +246,7 @@ torch {torch.__version__}; {datetime.date.today().isoformat()}, load average {LO
     if eng:
         ratio, free = eng["prize_s"] / eng["engine_s"], eng["free_prize_s"] / eng["free_engine_s"]
         fr = eng["free_ratios"]
-        free_mid = fr[len(fr) // 2] if len(fr) % 2 else (fr[len(fr) // 2 - 1] + fr[len(fr) // 2]) / 2
+        free_mid = statistics.median(fr)
         over_p = eng["prize_timed_s"] - eng["prize_model_s"]
         over_e = max(1e-9, eng["engine_timed_s"] - eng["engine_model_s"])
         parts.append(f"""

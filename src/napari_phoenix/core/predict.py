@@ -198,8 +198,8 @@ class _Engine:
         self.views = self.device.type == "cpu"
         # float buffers kept between batches (fresh tensors of this size cost more in page faults than
         # the arithmetic): 0-2 the CPU path's bands, 3 the GPU path's batch, 4-5 the CPU path's logits and
-        # sums of a band; and the CPU path's tile maps (columns last)
-        self._flat, self._maps = [None] * 6, None
+        # sums of a band, 6 the CPU path's tile maps (columns last)
+        self._flat = [None] * 7
 
     def _buffer(self, rows: int, layers: int) -> Any:
         """The float input batch ``(rows, 1, 16, 128, 128)`` in a kept buffer; the layers past
@@ -294,9 +294,7 @@ class _Engine:
         n_var, per_call = p.tta + 1, max(1, p.batch_size)
         n_i, n_j = used.shape
         width = data.shape[-1]
-        if self._maps is None or self._maps.numel() < n_i * n_j * OUT * OUT:  # kept between regions
-            self._maps = torch.empty(n_i * n_j * OUT * OUT, dtype=torch.float32)
-        maps = self._maps[: n_i * n_j * OUT * OUT].view(n_i, OUT, OUT, n_j)
+        maps = self._buffer_view(6, (n_i, OUT, OUT, n_j))
         used_t = torch.from_numpy(used)
         rows_per_band = max(1, (_CPU_BAND_BYTES // (4 * WINDOW_LAYERS * width) - TILE) // step + 1)
         for i0 in range(0, n_i, rows_per_band):
